@@ -6,8 +6,8 @@
 Shapes follow the foundation issue: b·h = 64 (b=16, h=4), n_q = 8, n_1 = n_2 = n_k in {64, 256}, d = 64, float32.
 FLOPs are the model FLOPs of DESIGN §1 (forward `4·n_q·|pairs|·d` per head for `triple`, `4·n_q·n_k·d` for
 `standard`); forward+backward counts 3× forward (recomputation in the backward pass earns no credit).
-Every ratio compares numbers measured in this one run, with the cases of a shape (and a 1024³
-`torch.matmul`) timed interleaved, round by round. Peak extra memory is measured in a fresh subprocess
+Every ratio compares numbers measured in this one run, each implementation timed interleaved, round by
+round, with a 1024³ `torch.matmul` (and `standard` with raw SDPA) so that machine noise hits both alike. Peak extra memory is measured in a fresh subprocess
 (Linux `VmHWM` after resetting it, with glibc's mmap threshold fixed so freed buffers leave the resident set).
 """
 import argparse, json, os, statistics, subprocess, sys, time
@@ -81,12 +81,13 @@ def main():
     for n in SIZES:
         fwd_flops = {'triple': 4 * B * H * NQ * n * n * D, 'standard': 4 * B * H * NQ * n * D}
         for backward in (False, True):
-            secs = timeit({'matmul': matmul, **{name: run_case(name, n, backward) for name in impls}}, args.min_time)
-            matmul_secs.append(secs.pop('matmul'))
-            for name, sec in secs.items():
-                flops = fwd_flops[impls[name]] * (3 if backward else 1)
-                rows.append(dict(impl=name, n=n, pass_='fwd+bwd' if backward else 'fwd', ms=sec * 1e3, gflops=flops / sec / 1e9,
-                                 of_matmul=flops / sec * matmul_secs[-1] / (2 * 1024 ** 3), peak_mb=measure_memory(name, n, backward) / 2 ** 20))
+            for group in (['triple'], ['triple_ref'], ['standard', 'sdpa']):   # each group timed interleaved with matmul
+                secs = timeit({'matmul': matmul, **{name: run_case(name, n, backward) for name in group}}, args.min_time)
+                matmul_secs.append(secs.pop('matmul'))
+                for name, sec in secs.items():
+                    flops = fwd_flops[impls[name]] * (3 if backward else 1)
+                    rows.append(dict(impl=name, n=n, pass_='fwd+bwd' if backward else 'fwd', ms=sec * 1e3, gflops=flops / sec / 1e9,
+                                     of_matmul=flops / sec * matmul_secs[-1] / (2 * 1024 ** 3), peak_mb=measure_memory(name, n, backward) / 2 ** 20))
     matmul_gflops = 2 * 1024 ** 3 / statistics.median(matmul_secs) / 1e9
 
     def row(impl, n, p): return next(r for r in rows if r['impl'] == impl and r['n'] == n and r['pass_'] == p)
