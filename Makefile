@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 SHELL  := /bin/bash
 
-.PHONY: install test export-check readme lab clean
+.PHONY: install test export-check readme lab reports clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,29 @@ test: export-check
 	@n=$$(ls nbs/*.ipynb | wc -l); start=$$(date +%s); \
 	if $(BIN)/nbdev_test --flags slow; then echo "nbdev_test: $$n passed, 0 failed ($$(( $$(date +%s) - start )) s)"; \
 	else echo "nbdev_test: notebooks failed (see above)"; exit 1; fi
+
+## The main job: every variant x seed through papermill, then the comparison, then HTML copies.
+## A run whose eval.json says "finished" is skipped, so an interrupted `make reports` continues where it stopped.
+VARIANTS ?= standard standard_pm triple concat rank1
+SEEDS    ?= 0 1 2
+PRESET   ?= cpu
+STEPS    ?= 300
+PM       := $(BIN)/papermill --log-level WARNING
+
+reports: install
+	@mkdir -p reports runs
+	@start=$$(date +%s); \
+	for v in $(VARIANTS); do for s in $(SEEDS); do \
+	  run=runs/$${v}_s$$s; \
+	  if $(BIN)/python -c "import json,sys; sys.exit(json.load(open('$$run/eval.json'))['status'] != 'finished')" 2>/dev/null; then \
+	    echo "skip $$run (finished)"; continue; fi; \
+	  echo "train $$run"; \
+	  $(PM) nbs/train.ipynb reports/train_$${v}_s$$s.ipynb -p attention $$v -p seed $$s -p preset $(PRESET) -p steps $(STEPS) \
+	    -p run_dir $$run -p resume True -p progress text || exit 1; \
+	done; done; \
+	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob 'runs/*' || exit 1; \
+	$(BIN)/jupyter nbconvert --log-level=ERROR --to html reports/*.ipynb --output-dir reports/html || exit 1; \
+	echo "reports: done in $$(( $$(date +%s) - start )) s"
 
 lab: install
 	$(BIN)/jupyter lab nbs
