@@ -10,7 +10,7 @@ Every ratio compares numbers measured in this one run, each implementation timed
 round, with a 1024³ `torch.matmul` (and `standard` with raw SDPA) so that machine noise hits both alike. Peak extra memory is measured in a fresh subprocess
 (Linux `VmHWM` after resetting it, with glibc's mmap threshold fixed so freed buffers leave the resident set).
 """
-import argparse, json, os, statistics, subprocess, sys, time
+import argparse, json, os, random, statistics, subprocess, sys, time
 import torch
 import torch.nn.functional as F
 from twa.attention import ATTENTIONS, standard_attention, triple_attention, triple_attention_ref
@@ -20,13 +20,14 @@ SIZES = (64, 256)
 
 
 def timeit(fns: dict, min_time=1.0, warmup=2):
-    "Median seconds per call of each of `fns`, calls interleaved round by round so that machine noise hits all alike."
+    "Median seconds per call of each of `fns`, interleaved round by round (in a shuffled order) so that noise hits all alike."
     for fn in fns.values():
         for _ in range(warmup): fn()
-    times, start = {k: [] for k in fns}, time.perf_counter()
+    times, start, order = {k: [] for k in fns}, time.perf_counter(), list(fns)
     while time.perf_counter() - start < min_time * len(fns) or min(map(len, times.values())) < 5:
-        for k, fn in fns.items():
-            t0 = time.perf_counter(); fn(); times[k].append(time.perf_counter() - t0)
+        random.shuffle(order)                     # no case always runs right after the cache-flushing matmul
+        for k in order:
+            t0 = time.perf_counter(); fns[k](); times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -71,7 +72,7 @@ def main():
     ap.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
     ap.add_argument('--min-time', type=float, default=1.0, help='seconds of repeats per case')
     args = ap.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(0); random.seed(0)
 
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     matmul = lambda: a @ b

@@ -38,12 +38,22 @@ def write_shard(path, rows, row_group_size, seed=0):
             w.write_table(pa.table({'frames': frames_array(vids), 'caption': [f'clip {start + i}' for i in range(n)]}))
 
 
+STREAM = """
+import sys
+from twa.data import OpenVidDataset
+def status(field):
+    with open('/proc/self/status') as f: return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field + ':'))
+ds = OpenVidDataset(sys.argv[1], 'train', 8, 64)
+base = status('VmRSS')
+with open('/proc/self/clear_refs', 'w') as f: f.write('5')          # reset the peak (VmHWM) to the current RSS
+for i in range(len(ds)): ds[i]
+print(len(ds), status('VmHWM') - base)
+"""
+
 def stream_memory(shard_dir):
-    "Peak RSS (bytes) that streaming every train row of the shard adds, in a fresh process."
-    code = ("import resource, sys; from twa.data import OpenVidDataset; "
-            "ds = OpenVidDataset(sys.argv[1], 'train', 8, 64); base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "[ds[i] for i in range(len(ds))]; print(len(ds), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)")
-    out = subprocess.run([sys.executable, '-c', code, str(shard_dir)], capture_output=True, text=True, check=True).stdout.split()
+    "Peak resident bytes that streaming every train row of the shard adds, in a fresh process (Linux VmHWM, reset first)."
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')         # freed buffers leave the resident set
+    out = subprocess.run([sys.executable, '-c', STREAM, str(shard_dir)], capture_output=True, text=True, check=True, env=env).stdout.split()
     return int(out[0]), int(out[1])
 
 
