@@ -90,6 +90,7 @@ def test_kill_during_checkpoint_write_keeps_previous(reference, tmp_path):
     torch.load(d / 'ckpt_00000002.pt', weights_only=False)                          # the previous one loads
     train(d, '--steps', '6', '--ckpt-every', '2', '--resume')
     assert_same_run(reference, d)
+    assert list(d.glob('.ckpt_*.tmp')) == []                                       # resume removed the leftover
 
 
 def test_truncated_checkpoint_is_reported_and_skipped(reference, tmp_path):
@@ -172,6 +173,7 @@ BAD = {
     'missing data_dir': (dict(dataset='openvid', data_dir='MISSING'), "needs data_dir, a folder that exists"),
     'corrupt files only': (dict(dataset='openvid', data_dir='CORRUPT'), "no readable rows for split 'train'"),
     'batch larger than data': (dict(dataset='videos', data_dir='VIDEOS', batch_size=4), "fewer than one global batch"),
+    'patch size not dividing the frame': (dict(patch_size=5), "patch_size=5 does not divide image_size=16"),
 }
 
 
