@@ -15,10 +15,11 @@ except Exception:
     flash_attn_func = None
 
 # %% auto #0
-__all__ = ['LOG2E', 'ATTENTIONS', 'check_layout', 'check_pair', 'standard_attention_ref', 'use_flash', 'standard_attention',
-           'grads', 'check_pair_mask', 'triple_attention_ref', 'pair_blocks', 'per_row', 'chunk_logits', 'offset_exp2',
-           'is_meta', 'triple_forward', 'triple_backward', 'TripleAttentionFn', 'auto_chunk', 'use_triton',
-           'triple_attention', 'local_pairs', 'rank1_attention', 'CrossAttention', 'StandardAttention',
+__all__ = ['EPS', 'LOG2E', 'ATTENTIONS', 'check_layout', 'check_pair', 'check_normalize', 'safe_div', 'standard_attention_ref',
+           'use_flash', 'standard_attention', 'grads', 'check_pair_mask', 'triple_attention_ref', 'pair_blocks',
+           'per_row', 'chunk_logits', 'offset_exp2', 'is_meta', 'pair_values', 'triple_forward', 'competition',
+           'triple_forward_queries', 'block_weights', 'triple_backward', 'TripleAttentionFn', 'auto_chunk',
+           'use_triton', 'triple_attention', 'local_pairs', 'rank1_attention', 'CrossAttention', 'StandardAttention',
            'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'AttentionRegistry', 'concat_as_standard',
            'attention_flops']
 
@@ -36,23 +37,47 @@ def check_pair(k_name: str, k: torch.Tensor, v_name: str, v: torch.Tensor):
     if k.shape[1] != v.shape[1]:
         raise ValueError(f"{k_name} and {v_name} must have the same length n, got {k.shape[1]} and {v.shape[1]}")
 
+# %% ../nbs/00_attention.ipynb #3c0f8a52
+EPS = 1e-8  # Slot Attention's ε: with normalize='queries' every allowed key keeps a little weight in every query
+
+def check_normalize(normalize: str, causal: bool = False):
+    "Raise a `ValueError` unless `normalize` is 'keys' or 'queries', and 'queries' comes without a causal mask."
+    if normalize not in ('keys', 'queries'):
+        raise ValueError(f"normalize must be 'keys' (softmax over keys, per query) or 'queries' (softmax over queries, per key, as in Slot Attention), got {normalize!r}")
+    if normalize == 'queries' and causal:
+        raise ValueError("normalize='queries' has no causal form: each key's weight is shared out among all queries; "
+                         "use normalize='keys' with causal=True / window")
+
+def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    "`num / den`, and 0 where `den` is 0 (a query with nothing to attend to gets a zero output and zero gradients)."
+    return num / den.masked_fill(den == 0, 1.0)
+
 # %% ../nbs/00_attention.ipynb #d1ef4470
-def standard_attention_ref(q, k, v, causal=False, scale=None):
+def standard_attention_ref(q, k, v, causal=False, scale=None, normalize='keys'):
     "Plain einsum softmax attention, the reference for `standard_attention`."
+    check_normalize(normalize, causal)
     s = q.shape[-1] ** -0.5 if scale is None else scale
     logits = torch.einsum('bihd,bjhd->bhij', q, k) * s               # [b, h, n_q, n_k]
     if causal: logits = logits.masked_fill(torch.ones_like(logits, dtype=torch.bool).triu(1), float('-inf'))
-    return torch.einsum('bhij,bjhd->bihd', logits.softmax(-1), v)     # [b, n_q, h, d]
+    if normalize == 'keys': w = logits.softmax(-1)
+    else:                                                           # Slot Attention, literally
+        w = logits.softmax(-2) + EPS                                # each key's weight shared out among the queries
+        w = w / w.sum(-1, keepdim=True)                             # then a weighted mean over the keys
+    return torch.einsum('bhij,bjhd->bihd', w, v)                    # [b, n_q, h, d]
 
 def use_flash(q: torch.Tensor) -> bool:
     "Whether `standard_attention` hands `q` to flash-attn: CUDA, fp16/bf16, and flash-attn importable."
     return flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
 
-def standard_attention(q, k, v, causal=False, scale=None):
-    "Softmax attention: `q [b, n_q, h, d]`, `k, v [b, n_k, h, d]` -> `[b, n_q, h, d]`."
-    check_layout(q, k=k, v=v); check_pair('k', k, 'v', v)
+def standard_attention(q, k, v, causal=False, scale=None, normalize='keys'):
+    "Softmax attention: `q [b, n_q, h, d]`, `k, v [b, n_k, h, d]` -> `[b, n_q, h, d]`; `normalize` picks the softmax's axis."
+    check_layout(q, k=k, v=v); check_pair('k', k, 'v', v); check_normalize(normalize, causal)
     if causal and q.shape[1] != k.shape[1]:
         raise ValueError(f"causal=True needs n_q == n_k (flash-attn and SDPA align the mask differently otherwise), got {q.shape[1]} and {k.shape[1]}")
+    if normalize == 'queries':
+        s = q.shape[-1] ** -0.5 if scale is None else scale
+        w = (torch.einsum('bihd,bjhd->bhij', q, k) * s).softmax(-2) + EPS         # [b, h, n_q, n_k]
+        return safe_div(torch.einsum('bhij,bjhd->bihd', w, v), rearrange(w.sum(-1), 'b h i -> b i h 1'))
     if use_flash(q): return flash_attn_func(q, k, v, softmax_scale=scale, causal=causal)
     o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal, scale=scale)
     return o.transpose(1, 2)
@@ -71,13 +96,18 @@ def check_pair_mask(pair_mask, n1: int, n2: int, device):
         raise ValueError(f"pair_mask must be a bool tensor [n_1={n1}, n_2={n2}], got {pair_mask.dtype} {tuple(pair_mask.shape)}")
     return pair_mask.to(device)
 
-def triple_attention_ref(q, k1, k2, v1, v2, pair_mask=None, scale=None):
+def triple_attention_ref(q, k1, k2, v1, v2, pair_mask=None, scale=None, normalize='keys'):
     "2-simplicial attention by plain einsums over all pairs, the reference for `triple_attention`."
+    check_normalize(normalize)
     s = q.shape[-1] ** -0.5 if scale is None else scale
     logits = torch.einsum('bihd,bjhd,bkhd->bhijk', q, k1, k2) * s           # [b, h, n_q, n_1, n_2]
-    if pair_mask is not None: logits = logits.masked_fill(~pair_mask, float('-inf'))
-    p = rearrange(logits, 'b h i j k -> b h i (j k)').softmax(-1)
-    p = rearrange(p.nan_to_num(0.0), 'b h i (j k) -> b h i j k', j=k1.shape[1])  # all pairs masked: weights 0
+    allowed = torch.ones(logits.shape[-2:], dtype=torch.bool) if pair_mask is None else pair_mask
+    if normalize == 'keys':
+        p = rearrange(logits.masked_fill(~allowed, float('-inf')), 'b h i j k -> b h i (j k)').softmax(-1)
+        p = rearrange(p.nan_to_num(0.0), 'b h i (j k) -> b h i j k', j=k1.shape[1])  # all pairs masked: weights 0
+    else:
+        w = (logits.softmax(2) + EPS) * allowed                              # each pair shared out among the queries
+        p = safe_div(w, w.sum((-2, -1), keepdim=True))                       # then a weighted mean over the pairs
     return torch.einsum('bhijk,bjhd,bkhd->bihd', p, v1, v2)                # [b, n_q, h, d]
 
 # %% ../nbs/00_attention.ipynb #32684fad
@@ -130,6 +160,12 @@ def offset_exp2(logits, m, limit: float = 64.0):
 
 def is_meta(t: torch.Tensor) -> bool: return t.device.type == 'meta'         # shapes only (FLOP counts): no data to test
 
+def pair_values(p, v1c, v2c):
+    "`Σ_jk p_ijk (v1_j ⊙ v2_k)` for one block of weights `p [B, n_q, cj, ck]`: a GEMM with `V2`, then a sum over `j`; `[B, n_q, d]`."
+    B, nq, cj, ck = p.shape
+    pv2 = torch.bmm(p.view(B, nq * cj, ck), v2c).view(B, nq, cj, -1)      # P_i[j, :] @ V2
+    return (pv2 * v1c[:, None]).sum(2)
+
 def triple_forward(qs, k1, k2, v1, v2, blocks):
     "Online-softmax forward over `blocks` on `[B, n, d]` tensors, `qs` scaled to base-2 logits; returns `o [B, n_q, d]` and base-2 `lse [B, n_q]` (+inf where all masked)."
     B, nq, d = qs.shape
@@ -140,8 +176,7 @@ def triple_forward(qs, k1, k2, v1, v2, blocks):
         logits = lambda offset: chunk_logits(qs, k1[:, j0:j1], k2[:, k0:k1_], mask, offset)[0]   # [B, n_q, cj, ck]
         p, lc, m_new = offset_exp2(logits, m)
         alpha = (m - m_new).exp2().nan_to_num(0.0)                          # -inf - -inf: nothing accumulated yet
-        pv2 = torch.bmm(p.view(B, -1, k1_ - k0), v2[:, k0:k1_]).view(B, nq, j1 - j0, d)   # P_i[j, :] @ V2
-        acc = acc * alpha[..., None] + (pv2 * v1[:, None, j0:j1]).sum(2)
+        acc = acc * alpha[..., None] + pair_values(p, v1[:, j0:j1], v2[:, k0:k1_])
         l = l * alpha + lc
         m = m_new
     empty = l == 0
@@ -149,25 +184,55 @@ def triple_forward(qs, k1, k2, v1, v2, blocks):
     lse = (m.masked_fill(empty, 0.0) + l.masked_fill(empty, 1.0).log2()).masked_fill(empty, float('inf'))
     return o, lse
 
-def triple_backward(do, qs, k1, k2, v1, v2, o, lse, blocks):
-    "Recomputing backward: gradients w.r.t. the base-2-scaled `qs`, `k1`, `k2`, `v1`, `v2` (all `[B, n, d]`)."
+def competition(s, mask):
+    "Slot-attention weights of one block of base-2 logits `s [B, n_q, cj, ck]` (overwritten): the softmax over the queries `a`, and `W = a + ε`, 0 where a pair is not allowed."
+    a = s.sub_(s.amax(1, keepdim=True)).exp2_()
+    a = a.div_(a.sum(1, keepdim=True))
+    w = a + EPS
+    return a, w if mask is None else w.masked_fill_(~mask, 0.0)
+
+def triple_forward_queries(qs, k1, k2, v1, v2, blocks):
+    "Forward of `normalize='queries'` over `blocks`: blocks are independent (the softmax runs over the queries, all in each block); returns `o [B, n_q, d]` and the weight sums `Σ_τ W_iτ [B, n_q]`."
+    B, nq, d = qs.shape
+    num, den = qs.new_zeros(B, nq, d), qs.new_zeros(B, nq)
+    for j0, j1, k0, k1_, mask in blocks:
+        _, w = competition(chunk_logits(qs, k1[:, j0:j1], k2[:, k0:k1_], None)[0], mask)
+        num += pair_values(w, v1[:, j0:j1], v2[:, k0:k1_])
+        den += w.sum((2, 3))
+    return safe_div(num, den[..., None]), den
+
+def block_weights(normalize, qs, k1c, k2c, mask, stat, dp):
+    """Recompute one block's weights `p` (of the values) and the gradient `ds` of its base-2 logits, given
+    `dp = ln2 (dO_i·V_τ - Δ_i)`, the gradient of the weights times ln2; also returns `qs ⊙ k1c`."""
+    if normalize == 'keys':
+        s, qk1 = chunk_logits(qs, k1c, k2c, mask, offset=stat)
+        p = s.exp2_()                                                       # P = 2^(s - lse)
+        return p, p * dp, qk1
+    s, qk1 = chunk_logits(qs, k1c, k2c, None)
+    a, w = competition(s, mask)
+    ds = a.mul_(dp - (a * dp).sum(1, keepdim=True))                         # through the softmax over queries
+    return w, ds if mask is None else ds.masked_fill_(~mask, 0.0), qk1
+
+def triple_backward(do, qs, k1, k2, v1, v2, o, stat, blocks, normalize='keys'):
+    """Recomputing backward: gradients w.r.t. the base-2-scaled `qs`, `k1`, `k2`, `v1`, `v2` (all `[B, n, d]`);
+    `stat` is the base-2 log-sum-exp (`normalize='keys'`) or the weight sums (`'queries'`)."""
     B, nq, d = qs.shape
     LN2 = 1 / LOG2E                                           # d(natural logit)/d(base-2 logit), folded into dP and D
-    D = (do * o).sum(-1) * LN2                                # [B, n_q] = ln2 Σ_jk P_ijk dP_ijk
+    if normalize == 'queries': do = safe_div(do, stat[..., None])   # o = N / Σ W: the gradient of the numerator N
+    D = (do * o).sum(-1) * LN2                                # [B, n_q]: ln2 Σ_τ P_iτ dP_iτ; with 'queries', ln2 dO_i·o_i
     dqs, dk1, dk2, dv1, dv2 = map(torch.zeros_like, (qs, k1, k2, v1, v2))
     for j0, j1, k0, k1_, mask in blocks:
         cj, ck = j1 - j0, k1_ - k0
         k1c, k2c, v1c, v2c = k1[:, j0:j1], k2[:, k0:k1_], v1[:, j0:j1], v2[:, k0:k1_]
-        s, qk1 = chunk_logits(qs, k1c, k2c, mask, offset=lse)
-        p = s.exp2_().view(B, nq * cj, ck)                                  # P recomputed, [B, n_q·cj, ck]
         dov1 = (do[:, :, None] * v1c[:, None]).reshape(B, nq * cj, d)       # dO_i ⊙ v1_j
-        dp = torch.baddbmm(per_row(-D, cj), dov1, v2c.transpose(1, 2), alpha=LN2)   # ln2 (dP_ijk - Δ_i), dP = dO_i · (v1_j ⊙ v2_k)
-        dv1[:, j0:j1] = (torch.bmm(p, v2c).view(B, nq, cj, d) * do[:, :, None]).sum(1)
+        dp = torch.baddbmm(per_row(-D, cj), dov1, v2c.transpose(1, 2), alpha=LN2).view(B, nq, cj, ck)   # dP_ijk = dO_i · (v1_j ⊙ v2_k)
+        p, ds, qk1 = block_weights(normalize, qs, k1c, k2c, mask, stat, dp)
+        p, ds = p.view(B, nq * cj, ck), ds.view(B, nq * cj, ck)
+        dv1[:, j0:j1] += (torch.bmm(p, v2c).view(B, nq, cj, d) * do[:, :, None]).sum(1)
         dv2[:, k0:k1_] += torch.bmm(p.transpose(1, 2), dov1)
-        ds = p.mul_(dp)                                                     # dS: gradient of the base-2 logits
         dsk2 = torch.bmm(ds, k2c).view(B, nq, cj, d)                        # Σ_k dS_ijk k2_k
         dqs += (dsk2 * k1c[:, None]).sum(2)
-        dk1[:, j0:j1] = (dsk2 * qs[:, :, None]).sum(1)
+        dk1[:, j0:j1] += (dsk2 * qs[:, :, None]).sum(1)
         dk2[:, k0:k1_] += torch.bmm(ds.transpose(1, 2), qk1)
     return dqs, dk1, dk2, dv1, dv2
 
@@ -175,15 +240,15 @@ def triple_backward(do, qs, k1, k2, v1, v2, o, lse, blocks):
 class TripleAttentionFn(torch.autograd.Function):
     "Chunked 2-simplicial attention on `[B, n, d]` tensors (`B = b·h`); `qs` is the query scaled by `scale·log2(e)`."
     @staticmethod
-    def forward(ctx, qs, k1, k2, v1, v2, blocks):
-        o, lse = triple_forward(qs, k1, k2, v1, v2, blocks)
-        ctx.save_for_backward(qs, k1, k2, v1, v2, o, lse)
-        ctx.blocks = blocks
+    def forward(ctx, qs, k1, k2, v1, v2, blocks, normalize):
+        o, stat = (triple_forward if normalize == 'keys' else triple_forward_queries)(qs, k1, k2, v1, v2, blocks)
+        ctx.save_for_backward(qs, k1, k2, v1, v2, o, stat)
+        ctx.blocks, ctx.normalize = blocks, normalize
         return o
 
     @staticmethod
     def backward(ctx, do):
-        return (*triple_backward(do.contiguous(), *ctx.saved_tensors[:5], *ctx.saved_tensors[5:], ctx.blocks), None)
+        return (*triple_backward(do.contiguous(), *ctx.saved_tensors, ctx.blocks, ctx.normalize), None, None)
 
 def auto_chunk(B: int, nq: int, n2: int, budget: int = 2 ** 21) -> int:
     "Rows of `j` per chunk so that one block of logits, `[B, n_q, chunk, n_2]`, holds about `budget` elements."
@@ -196,21 +261,22 @@ def use_triton(q: torch.Tensor) -> bool:
     except ImportError: return False
     return True
 
-def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, chunk_size=None):
+def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, chunk_size=None, normalize='keys'):
     "2-simplicial attention: `q [b, n_q, h, d]`, `k1, v1 [b, n_1, h, d]`, `k2, v2 [b, n_2, h, d]`, `pair_mask` bool `[n_1, n_2]` -> `[b, n_q, h, d]`."
     check_layout(q, k1=k1, k2=k2, v1=v1, v2=v2); check_pair('k1', k1, 'v1', v1); check_pair('k2', k2, 'v2', v2)
+    check_normalize(normalize)
     b, nq, h, d = q.shape
     n1, n2 = k1.shape[1], k2.shape[1]
     pair_mask = check_pair_mask(pair_mask, n1, n2, q.device)
     if chunk_size is not None and chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if use_triton(q):                                         # the fused kernel of 05_kernels (chunk_size does not apply)
+    if use_triton(q) and normalize == 'keys':                 # the fused kernel of 05_kernels (chunk_size does not apply)
         from twa.kernels import triple_attention_triton
         return triple_attention_triton(q, k1, k2, v1, v2, pair_mask=pair_mask, scale=scale)
     s = d ** -0.5 if scale is None else scale
     cdtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     flat = lambda t: rearrange(t, 'b n h d -> (b h) n d').to(cdtype).contiguous()   # [b·h, n, d]
     blocks = pair_blocks(pair_mask, n1, n2, chunk_size or auto_chunk(b * h, nq, n2))
-    o = TripleAttentionFn.apply(flat(q) * (s * LOG2E), flat(k1), flat(k2), flat(v1), flat(v2), blocks)
+    o = TripleAttentionFn.apply(flat(q) * (s * LOG2E), flat(k1), flat(k2), flat(v1), flat(v2), blocks, normalize)
     return rearrange(o, '(b h) n d -> b n h d', b=b).to(q.dtype)
 
 # %% ../nbs/00_attention.ipynb #7a45a7cd
@@ -223,9 +289,9 @@ def local_pairs(grid_h: int, grid_w: int, radius: int) -> torch.Tensor:
     return ((ys[:, None] - ys[None]).abs() <= radius) & ((xs[:, None] - xs[None]).abs() <= radius)
 
 # %% ../nbs/00_attention.ipynb #f5b9f328
-def rank1_attention(q, k1, k2, v1, v2, scale=None):
+def rank1_attention(q, k1, k2, v1, v2, scale=None, normalize='keys'):
     "Factorised pair attention `softmax(q·k1) V1 ⊙ softmax(q·k2) V2` -> `[b, n_q, h, d]`."
-    return standard_attention(q, k1, v1, scale=scale) * standard_attention(q, k2, v2, scale=scale)
+    return standard_attention(q, k1, v1, scale=scale, normalize=normalize) * standard_attention(q, k2, v2, scale=scale, normalize=normalize)
 
 # %% ../nbs/00_attention.ipynb #c7e9999b
 class CrossAttention(nn.Module):
@@ -240,39 +306,40 @@ class CrossAttention(nn.Module):
 
     def heads_of(self, t): return rearrange(t, 'b n (h d) -> b n h d', h=self.heads)
 
-    def forward(self, x, context, pair_mask=None):
+    def forward(self, x, context, pair_mask=None, normalize='keys'):
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be [b, n_q, dim={self.dim}], got {tuple(x.shape)}")
         if context.ndim != 3 or context.shape[-1] != self.context_dim or context.shape[0] != x.shape[0]:
             raise ValueError(f"context must be [b={x.shape[0]}, n_k, context_dim={self.context_dim}], got {tuple(context.shape)}")
         q = self.heads_of(self.to_q(x))                                   # [b, n_q, h, d]
-        o = self.attend(q, *(proj(context) for proj in self.to_kv), pair_mask=pair_mask)   # [b, n_q, h, d]
+        o = self.attend(q, *(proj(context) for proj in self.to_kv), pair_mask=pair_mask, normalize=normalize)   # [b, n_q, h, d]
         return self.to_out(rearrange(o, 'b n h d -> b n (h d)'))
 
 class StandardAttention(CrossAttention):
     "Multi-head softmax cross-attention."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim, dim))
-    def attend(self, q, k, v, pair_mask=None): return standard_attention(q, self.heads_of(k), self.heads_of(v))
+    def attend(self, q, k, v, pair_mask=None, normalize='keys'): return standard_attention(q, self.heads_of(k), self.heads_of(v), normalize=normalize)
 
 class TripleAttention(CrossAttention):
     "Multi-head 2-simplicial cross-attention: each query attends to pairs of context items."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim,) * 4)
-    def attend(self, q, k1, k2, v1, v2, pair_mask=None):
-        return triple_attention(q, *map(self.heads_of, (k1, k2, v1, v2)), pair_mask=pair_mask)
+    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'):
+        return triple_attention(q, *map(self.heads_of, (k1, k2, v1, v2)), pair_mask=pair_mask, normalize=normalize)
 
 class ConcatAttention(CrossAttention):
     "The seed's layer: half-width K1, K2 (and V1, V2) concatenated, K = [K1; K2], then standard attention."
     def __init__(self, dim, heads, context_dim=None):
         if dim % 2: raise ValueError(f"concat attention needs an even dim, got {dim}")
         super().__init__(dim, heads, context_dim, (dim // 2,) * 4)
-    def attend(self, q, k1, k2, v1, v2, pair_mask=None):
+    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'):
         k, v = torch.cat([k1, k2], -1), torch.cat([v1, v2], -1)          # [b, n_k, dim]
-        return standard_attention(q, self.heads_of(k), self.heads_of(v))
+        return standard_attention(q, self.heads_of(k), self.heads_of(v), normalize=normalize)
 
 class Rank1Attention(CrossAttention):
     "Control: `softmax(q·k1)V1 ⊙ softmax(q·k2)V2`, multiplicative values without pair coupling."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim,) * 4)
-    def attend(self, q, k1, k2, v1, v2, pair_mask=None): return rank1_attention(q, *map(self.heads_of, (k1, k2, v1, v2)))
+    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'):
+        return rank1_attention(q, *map(self.heads_of, (k1, k2, v1, v2)), normalize=normalize)
 
 # %% ../nbs/00_attention.ipynb #fa57933f
 class AttentionRegistry(dict):
