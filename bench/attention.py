@@ -1,25 +1,36 @@
-"""Attention benchmark: time, GFLOP/s and peak extra memory of `triple` and `standard`, next to `torch.matmul`.
+"""Attention benchmark: GFLOP/s and peak extra memory of `triple` and `standard` on CPU, as fractions of `torch.matmul`.
 
-    python bench/attention.py            # a table
-    python bench/attention.py --json     # one JSON object
+    python bench/attention.py                 # a table
+    python bench/attention.py --json          # one JSON object
+    python bench/attention.py --rounds 7      # more rounds (default 5)
 
-Shapes follow the foundation issue: b·h = 64 (b=16, h=4), n_q = 8, n_1 = n_2 = n_k in {64, 256}, d = 64, float32.
-FLOPs are the model FLOPs of DESIGN §1 (forward `4·n_q·|pairs|·d` per head for `triple`, `4·n_q·n_k·d` for
+Standard size (issue 13, point 5): b·h = 64 (b=16, h=4), n_q = 8, n_1 = n_2 = n_k in {64, 256}, d = 64, float32.
+Windowed size (issue 13, point 2): causal self-attention with window (64, 16) at n = 1024 against the full
+(non-causal) call at n = 256, both b·h = 16 (b=4, h=4), n_q = n_1 = n_2 = n, d = 64, each counted over its allowed pairs.
+FLOPs come from `attention_flops` (DESIGN §1: forward `4·n_q·|pairs|·d` per head for `triple`, `4·n_q·n_k·d` for
 `standard`); forward+backward counts 3× forward (recomputation in the backward pass earns no credit).
-Every ratio compares numbers measured in this one run, each implementation timed interleaved, round by
-round, with a 1024³ `torch.matmul` (and `standard` with raw SDPA) so that machine noise hits both alike. Peak extra memory is measured in a fresh subprocess
-(Linux `VmHWM` after resetting it, with glibc's mmap threshold fixed so freed buffers leave the resident set).
+
+Every ratio compares numbers measured together: each group of cases is timed interleaved with a 1024³
+`torch.matmul` (shuffled order, so that machine noise hits all alike); a round times every group in turn, and the
+table gives the median over rounds and the spread (lowest to highest). Peak extra memory is measured once per
+standard-size case in a fresh subprocess (Linux `VmHWM` after resetting it, with glibc's mmap threshold fixed so freed
+buffers leave the resident set).
 """
 import argparse, json, os, random, statistics, subprocess, sys, time
 import torch
 import torch.nn.functional as F
-from twa.attention import ATTENTIONS, standard_attention, triple_attention, triple_attention_ref
+from twa.attention import attention_flops, causal_pairs, standard_attention, triple_attention, triple_attention_ref
 
-B, H, NQ, D = 16, 4, 8, 64
-SIZES = (64, 256)
+SIZES = (64, 256)                                                  # n_k of the standard size
+WINDOWED = dict(b=4, h=4, nq=1024, n=1024, d=64, window=(64, 16))
+FULL = dict(b=4, h=4, nq=256, n=256, d=64, window=None)
+MATMUL_FLOPS = 2 * 1024 ** 3
 
 
-def timeit(fns: dict, min_time=1.0, warmup=2):
+def standard_size(n): return dict(b=16, h=4, nq=8, n=n, d=64, window=None)
+
+
+def timeit(fns: dict, min_time=0.5, warmup=2):
     "Median seconds per call of each of `fns`, interleaved round by round (in a shuffled order) so that noise hits all alike."
     for fn in fns.values():
         for _ in range(warmup): fn()
@@ -31,86 +42,103 @@ def timeit(fns: dict, min_time=1.0, warmup=2):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def inputs(n, grad=False, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, NQ, H, D, generator=g)
-    kv = [torch.randn(B, n, H, D, generator=g) for _ in range(4)]
-    return [t.requires_grad_(grad) for t in (q, *kv)]
-
-
-def run_case(name, n, backward):
-    "A zero-argument callable running one case: `name` in triple, triple_ref, standard, sdpa, standard_module."
-    x = inputs(n, grad=backward)
+def run_case(impl, shape, backward):
+    "A zero-argument callable running `impl` (triple, triple_ref, standard, sdpa) at `shape`, and its forward FLOPs."
+    b, h, nq, n, d, window = (shape[k] for k in ('b', 'h', 'nq', 'n', 'd', 'window'))
+    g = torch.Generator().manual_seed(0)
+    x = [torch.randn(b, m, h, d, generator=g).requires_grad_(backward) for m in (nq, n, n, n, n)]
     q, k1, k2, v1, v2 = x
-    if name == 'triple': f = lambda: triple_attention(q, k1, k2, v1, v2)
-    elif name == 'triple_ref': f = lambda: triple_attention_ref(q, k1, k2, v1, v2)
-    elif name == 'standard':
-        x = [q, k1, v1]
-        f = lambda: standard_attention(q, k1, v1)
-    elif name == 'sdpa':   # the raw call on the same [b, n, h, d] tensors, without the wrapper's checks and dispatch
-        x = [q, k1, v1]
-        f = lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k1.transpose(1, 2), v1.transpose(1, 2)).transpose(1, 2)
-    else: raise ValueError(name)
+    pairs = None if window is None else causal_pairs(n, window) / nq
+    tr = lambda t: t.transpose(1, 2)
+    f, flops = {'triple': (lambda: triple_attention(q, k1, k2, v1, v2, window=window), attention_flops('triple', b, h, nq, n, d, pairs)),
+                'triple_ref': (lambda: triple_attention_ref(q, k1, k2, v1, v2), attention_flops('triple', b, h, nq, n, d)),
+                'standard': (lambda: standard_attention(q, k1, v1), attention_flops('standard', b, h, nq, n, d)),
+                # the raw call on the same [b, n, h, d] tensors, without the wrapper's checks and dispatch
+                'sdpa': (lambda: tr(F.scaled_dot_product_attention(tr(q), tr(k1), tr(v1))), attention_flops('standard', b, h, nq, n, d))}[impl]
+    if impl in ('standard', 'sdpa'): x = [q, k1, v1]
     if not backward:
         def forward():
             with torch.no_grad(): return f()
-        return forward
-    g = torch.randn(B, NQ, H, D)
-    return lambda: torch.autograd.grad(f(), x, g)
+        return forward, flops
+    grad = torch.randn(b, nq, h, d, generator=g)
+    return (lambda: torch.autograd.grad(f(), x, grad)), flops
 
 
-def measure_memory(name, n, backward):
+def measure_memory(impl, shape, backward):
     "Peak resident bytes added by one call, measured in a fresh process."
-    code = (f"import bench_attention_child as c; c.child({name!r}, {n}, {backward})")
+    code = f"import bench_attention_child as c; c.child({impl!r}, {shape!r}, {backward})"
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', PYTHONPATH=os.path.dirname(__file__) + os.pathsep + os.environ.get('PYTHONPATH', ''))
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def groups():
+    "The groups of cases, each timed interleaved with the matmul: `(label, shape, backward, impls)`."
+    for n in SIZES:
+        for backward in (False, True):
+            for impls in (['triple'], ['triple_ref'], ['standard', 'sdpa']): yield f"n_k={n}", standard_size(n), backward, impls
+    for backward in (False, True):
+        yield "window", WINDOWED, backward, ['triple']
+        yield "full", FULL, backward, ['triple']
+
+
+def measure(rounds, min_time):
+    "Rows per (case, pass): GFLOP/s and fraction of matmul for each round, and the matmul GFLOP/s of each group."
+    rows, matmul = {}, []
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(rounds):
+        for label, shape, backward, impls in groups():
+            cases = {impl: run_case(impl, shape, backward) for impl in impls}
+            secs = timeit({'matmul': lambda: a @ b, **{k: f for k, (f, _) in cases.items()}}, min_time)
+            mm = MATMUL_FLOPS / secs.pop('matmul')
+            matmul.append(mm / 1e9)
+            for impl, (_, flops) in cases.items():
+                r = rows.setdefault((impl, label, 'fwd+bwd' if backward else 'fwd'), dict(gflops=[], of_matmul=[]))
+                rate = flops * (3 if backward else 1) / secs[impl]
+                r['gflops'].append(rate / 1e9); r['of_matmul'].append(rate / mm)
+    return rows, matmul
+
+
+def spread(v): return dict(median=statistics.median(v), low=min(v), high=max(v))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--json', action='store_true', help='print one JSON object instead of a table')
-    ap.add_argument('--min-time', type=float, default=1.0, help='seconds of repeats per case')
+    ap.add_argument('--rounds', type=int, default=5, help='rounds over all cases (medians and spreads are over rounds)')
+    ap.add_argument('--min-time', type=float, default=0.5, help='seconds of repeats per case and round')
     args = ap.parse_args()
     torch.manual_seed(0); random.seed(0)
-
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    matmul = lambda: a @ b
-    impls = {'triple': 'triple', 'triple_ref': 'triple', 'standard': 'standard', 'sdpa': 'standard'}   # impl -> FLOP formula
-
-    rows, matmul_secs = [], []
-    for n in SIZES:
-        fwd_flops = {'triple': 4 * B * H * NQ * n * n * D, 'standard': 4 * B * H * NQ * n * D}
-        for backward in (False, True):
-            for group in (['triple'], ['triple_ref'], ['standard', 'sdpa']):   # each group timed interleaved with matmul
-                secs = timeit({'matmul': matmul, **{name: run_case(name, n, backward) for name in group}}, args.min_time)
-                matmul_secs.append(secs.pop('matmul'))
-                for name, sec in secs.items():
-                    flops = fwd_flops[impls[name]] * (3 if backward else 1)
-                    rows.append(dict(impl=name, n=n, pass_='fwd+bwd' if backward else 'fwd', ms=sec * 1e3, gflops=flops / sec / 1e9,
-                                     of_matmul=flops / sec * matmul_secs[-1] / (2 * 1024 ** 3), peak_mb=measure_memory(name, n, backward) / 2 ** 20))
-    matmul_gflops = 2 * 1024 ** 3 / statistics.median(matmul_secs) / 1e9
-
-    def row(impl, n, p): return next(r for r in rows if r['impl'] == impl and r['n'] == n and r['pass_'] == p)
-    big = max(SIZES)
+    rows, matmul = measure(args.rounds, args.min_time)
+    big = f"n_k={max(SIZES)}"
+    mem = {(impl, p): measure_memory(impl, standard_size(max(SIZES)), p == 'fwd+bwd') / 2 ** 20
+           for impl in ('triple', 'triple_ref') for p in ('fwd', 'fwd+bwd')}
+    per_round = lambda a, b, key='of_matmul': [x / y for x, y in zip(rows[a][key], rows[b][key])]
     summary = {
-        'matmul_gflops': matmul_gflops,
-        'triple_fwd_of_matmul': row('triple', big, 'fwd')['of_matmul'],
-        'triple_fwdbwd_of_matmul': row('triple', big, 'fwd+bwd')['of_matmul'],
-        'triple_ref_fwd_of_matmul': row('triple_ref', big, 'fwd')['of_matmul'],
-        'triple_peak_of_ref_fwd': row('triple', big, 'fwd')['peak_mb'] / row('triple_ref', big, 'fwd')['peak_mb'],
-        'triple_peak_of_ref_fwdbwd': row('triple', big, 'fwd+bwd')['peak_mb'] / row('triple_ref', big, 'fwd+bwd')['peak_mb'],
-        'standard_time_over_sdpa_fwd': row('standard', big, 'fwd')['ms'] / row('sdpa', big, 'fwd')['ms'],
-        'standard_time_over_sdpa_fwdbwd': row('standard', big, 'fwd+bwd')['ms'] / row('sdpa', big, 'fwd+bwd')['ms'],
+        'matmul_gflops': spread(matmul),
+        'triple_fwd_of_matmul': spread(rows['triple', big, 'fwd']['of_matmul']),
+        'triple_fwdbwd_of_matmul': spread(rows['triple', big, 'fwd+bwd']['of_matmul']),
+        'triple_ref_fwd_of_matmul': spread(rows['triple_ref', big, 'fwd']['of_matmul']),
+        'windowed_over_full_fwd': spread(per_round(('triple', 'window', 'fwd'), ('triple', 'full', 'fwd'))),
+        'windowed_over_full_fwdbwd': spread(per_round(('triple', 'window', 'fwd+bwd'), ('triple', 'full', 'fwd+bwd'))),
+        'standard_time_over_sdpa_fwd': spread(per_round(('sdpa', big, 'fwd'), ('standard', big, 'fwd'), 'gflops')),
+        'standard_time_over_sdpa_fwdbwd': spread(per_round(('sdpa', big, 'fwd+bwd'), ('standard', big, 'fwd+bwd'), 'gflops')),
+        'triple_peak_of_ref_fwd': mem['triple', 'fwd'] / mem['triple_ref', 'fwd'],
+        'triple_peak_of_ref_fwdbwd': mem['triple', 'fwd+bwd'] / mem['triple_ref', 'fwd+bwd'],
     }
+    config = dict(threads=torch.get_num_threads(), rounds=args.rounds, standard=standard_size(max(SIZES)), windowed=WINDOWED, full=FULL,
+                  load=os.getloadavg())
     if args.json:
-        print(json.dumps(dict(config=dict(b=B, h=H, n_q=NQ, d=D, threads=torch.get_num_threads()), rows=rows, summary=summary)))
+        print(json.dumps(dict(config=config, rows=[dict(impl=k[0], case=k[1], pass_=k[2], **v) for k, v in rows.items()], summary=summary)))
         return
-    print(f"b·h={B * H} n_q={NQ} d={D} float32, {torch.get_num_threads()} threads; torch.matmul 1024³: {matmul_gflops:.1f} GFLOP/s")
-    print(f"{'impl':<11}{'n':>5} {'pass':<8}{'ms':>9}{'GFLOP/s':>9}{'of matmul':>11}{'peak MB':>9}")
-    for r in rows:
-        print(f"{r['impl']:<11}{r['n']:>5} {r['pass_']:<8}{r['ms']:>9.2f}{r['gflops']:>9.1f}{r['of_matmul']:>10.0%}{r['peak_mb']:>9.1f}")
-    for k, v in summary.items(): print(f"{k:<32}{v:.3f}")
+    print(f"float32, {torch.get_num_threads()} threads, {args.rounds} rounds, load {config['load'][0]:.2f}; "
+          f"torch.matmul 1024³: {summary['matmul_gflops']['median']:.1f} GFLOP/s (median over groups)")
+    print(f"{'impl':<11}{'case':<8}{'pass':<9}{'GFLOP/s':>9}{'of matmul':>11}  spread")
+    for (impl, label, p), v in rows.items():
+        f = v['of_matmul']
+        print(f"{impl:<11}{label:<8}{p:<9}{statistics.median(v['gflops']):>9.1f}{statistics.median(f):>10.0%}   {min(f):.0%}-{max(f):.0%}")
+    for k, v in summary.items():
+        print(f"{k:<32}" + (f"{v['median']:.3f}  ({v['low']:.3f}-{v['high']:.3f})" if isinstance(v, dict) else f"{v:.3f}"))
 
 
 if __name__ == '__main__':

@@ -7,9 +7,9 @@ def rss(field):
         return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field + ':'))
 
 
-def child(name, n, backward):
+def child(impl, shape, backward):
     from attention import run_case
-    fn = run_case(name, n, backward)
+    fn, _ = run_case(impl, shape, backward)
     fn(); gc.collect()                      # first call: lazy initialisation is not the algorithm's memory
     base = rss('VmRSS')
     with open('/proc/self/clear_refs', 'w') as f: f.write('5')   # reset VmHWM to the current RSS

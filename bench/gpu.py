@@ -4,8 +4,8 @@ SDPA and bf16 `torch.matmul`, and training steps of the `paper` preset per varia
     python bench/gpu.py             # on a CUDA machine
     python bench/gpu.py --smoke     # tiny shapes anywhere (CPU: Triton's interpreter), to check the script itself
 
-TFLOP/s are model FLOPs (DESIGN §1): forward 4·n_q·|pairs|·d per head for triple, 4·n_q·n_k·d for standard;
-forward+backward counts 3x forward. Ratios compare numbers measured in this one run.
+TFLOP/s are model FLOPs (DESIGN §1, `attention_flops`): forward 4·n_q·|pairs|·d per head for triple (allowed pairs
+only, for the causal sliding-window row), 4·n_q·n_k·d for standard (halved when causal); forward+backward counts 3x forward. Ratios compare numbers measured in this one run.
 Targets (H100/H200): triple forward >= 40% of the bf16 matmul rate; paper preset step time triple <= 2.5x standard.
 """
 import argparse, json, os, sys, time
@@ -15,8 +15,7 @@ if SMOKE and not os.environ.get('CUDA_VISIBLE_DEVICES') and not __import__('shut
     os.environ.setdefault('TRITON_INTERPRET', '1')
 import torch
 import torch.nn.functional as F
-from twa.attention import flash_attn_func, standard_attention
-from twa.kernels import triple_attention_triton
+from twa.attention import attention_flops, causal_pairs, flash_attn_func, triple_attention
 from twa.model import VARIANTS, SlotBasedVideoModel, variant_config
 
 DEV = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -35,21 +34,24 @@ def timeit(fn, reps):
     return (time.perf_counter() - t0) / reps
 
 
-def attention_rows(b, h, nq, n, d, reps):
-    "Triple (Triton), flash-attn and SDPA at one shape: forward and forward+backward TFLOP/s."
+def attention_rows(b, h, nq, n, d, reps, window=None):
+    "Triple (Triton), flash-attn and SDPA at one shape: forward and forward+backward TFLOP/s; with `window`, causal (triple counted over its allowed pairs)."
     mk = lambda m: torch.randn(b, m, h, d, device=DEV, dtype=DT, requires_grad=True)
     q, k1, k2, v1, v2 = mk(nq), mk(n), mk(n), mk(n), mk(n)
     g = torch.randn(b, nq, h, d, device=DEV, dtype=DT)
-    flops = {'triple': 4 * b * h * nq * n * n * d, 'standard': 4 * b * h * nq * n * d}
-    impls = {'triple_triton': ('triple', lambda: triple_attention_triton(q, k1, k2, v1, v2)),
-             'sdpa': ('standard', lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k1.transpose(1, 2), v1.transpose(1, 2)).transpose(1, 2))}
-    if flash_attn_func is not None and DEV == 'cuda': impls['flash_attn'] = ('standard', lambda: flash_attn_func(q, k1, v1))
+    causal = window is not None
+    pairs = causal_pairs(n, window) / nq if causal else None
+    flops = {'triple': attention_flops('triple', b, h, nq, n, d, pairs), 'standard': attention_flops('standard', b, h, nq, n, d) / (2 if causal else 1)}
+    tr = lambda t: t.transpose(1, 2)
+    impls = {'triple_triton': ('triple', lambda: triple_attention(q, k1, k2, v1, v2, window=window, backend='triton')),
+             'sdpa': ('standard', lambda: tr(F.scaled_dot_product_attention(tr(q), tr(k1), tr(v1), is_causal=causal)))}
+    if flash_attn_func is not None and DEV == 'cuda': impls['flash_attn'] = ('standard', lambda: flash_attn_func(q, k1, v1, causal=causal))
     rows = []
     for name, (kind, f) in impls.items():
         with torch.no_grad(): fwd = timeit(f, reps)
         both = timeit(lambda: f().backward(g), reps)
-        rows.append(dict(impl=name, shape=f"b{b} h{h} nq{nq} n{n} d{d}", fwd_ms=fwd * 1e3, fwd_tflops=flops[kind] / fwd / 1e12,
-                         fwdbwd_ms=both * 1e3, fwdbwd_tflops=3 * flops[kind] / both / 1e12))
+        rows.append(dict(impl=name, shape=f"b{b} h{h} nq{nq} n{n} d{d}" + (f" window{window}" if causal else ''), fwd_ms=fwd * 1e3,
+                         fwd_tflops=flops[kind] / fwd / 1e12, fwdbwd_ms=both * 1e3, fwdbwd_tflops=3 * flops[kind] / both / 1e12))
     return rows
 
 
@@ -86,6 +88,7 @@ def main():
                                                      (64, 8, 196, 8, 32),    # paper decoder: 196 tokens over pairs of 8 slots
                                                      (8, 8, 64, 512, 64)]    # large
     att = [r for s in shapes for r in attention_rows(*s, reps)]
+    att += attention_rows(*((1, 2, 19, 19, 16) if args.smoke else (4, 8, 2048, 2048, 64)), reps, window=(5, 3) if args.smoke else (512, 32))   # Roy et al.'s windows
     train = train_rows('smoke' if args.smoke else 'paper', 2 if args.smoke else 4, 2 if args.smoke else 5)
     std = next(r['step_s'] for r in train if r['variant'] == 'standard')
     tri = next(r['step_s'] for r in train if r['variant'] == 'triple')

@@ -4,10 +4,13 @@
 
 # %% ../nbs/00_attention.ipynb #825c3d54
 from __future__ import annotations
+import functools, importlib.util, math, os
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 
 try:
     from flash_attn import flash_attn_func  # the optional `gpu` extra; it cannot import without CUDA
@@ -15,22 +18,34 @@ except Exception:
     flash_attn_func = None
 
 # %% auto #0
-__all__ = ['EPS', 'LOG2E', 'ATTENTIONS', 'check_layout', 'check_pair', 'check_normalize', 'safe_div', 'standard_attention_ref',
-           'use_flash', 'standard_attention', 'grads', 'check_pair_mask', 'triple_attention_ref', 'pair_blocks',
-           'per_row', 'chunk_logits', 'offset_exp2', 'is_meta', 'pair_values', 'triple_forward', 'competition',
-           'triple_forward_queries', 'block_weights', 'triple_backward', 'TripleAttentionFn', 'auto_chunk',
-           'use_triton', 'triple_attention', 'local_pairs', 'rank1_attention', 'CrossAttention', 'StandardAttention',
-           'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'AttentionRegistry', 'concat_as_standard',
-           'attention_flops']
+__all__ = ['EPS', 'LOG2E', 'LN2', 'ATTENTIONS', 'check_layout', 'check_pair', 'check_normalize', 'safe_div', 'check_key_padding',
+           'standard_attention_ref', 'use_flash', 'competitive_attention', 'standard_attention', 'grads',
+           'check_pair_mask', 'check_window', 'check_pair_padding', 'allowed_pairs', 'causal_pairs', 'check_triple',
+           'triple_attention_ref', 'Step', 'span', 'trimmed', 'pair_steps', 'causal_steps', 'window_steps',
+           'plan_steps', 'make_plan', 'mask_free_plan', 'take', 'query_view', 'Workspace', 'operands', 'mul_sum',
+           'add_rows', 'add_product', 'step_keeps', 'as_bias', 'per_row', 'step_logits', 'is_meta', 'offset_exp2',
+           'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward',
+           'TripleChunkedFn', 'use_triton', 'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs',
+           'rank1_attention', 'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention',
+           'StandardAttention', 'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'Attention',
+           'AttentionRegistry', 'register_attention', 'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops',
+           'concat_as_standard']
 
 # %% ../nbs/00_attention.ipynb #a343dddc
-def check_layout(q: torch.Tensor, **kvs: torch.Tensor):
-    "Raise a `ValueError` unless `q` is `[b, n_q, h, d]` and each named key/value tensor is `[b, n, h, d]` with q's b, h, d."
+def check_layout(q: torch.Tensor, **kvs: torch.Tensor) -> int:
+    "Raise a `ValueError` unless `q` is `[b, n_q, h, d]` and the named key/value tensors are `[b, n, h_kv, d]` with one `h_kv` dividing `h`; return `h_kv`."
     if q.ndim != 4: raise ValueError(f"q must be [b, n_q, h, d] (4-D), got shape {tuple(q.shape)}")
     b, _, h, d = q.shape
+    heads = set()
     for name, t in kvs.items():
-        if t.ndim != 4 or t.shape[0] != b or t.shape[2] != h or t.shape[3] != d:
-            raise ValueError(f"{name} must be [b={b}, n, h={h}, d={d}] to match q {tuple(q.shape)}, got {tuple(t.shape)}")
+        if t.ndim != 4 or t.shape[0] != b or t.shape[3] != d:
+            raise ValueError(f"{name} must be [b={b}, n, h_kv, d={d}] to match q {tuple(q.shape)}, got {tuple(t.shape)}")
+        heads.add(t.shape[2])
+    h_kv = heads.pop() if len(heads) == 1 else None
+    if h_kv is None or h % h_kv:
+        raise ValueError(f"keys and values need one head count h_kv that divides the query heads h={h} (grouped-query attention), "
+                         f"got {({k: t.shape[2] for k, t in kvs.items()})}")
+    return h_kv
 
 def check_pair(k_name: str, k: torch.Tensor, v_name: str, v: torch.Tensor):
     "Raise a `ValueError` unless a key tensor and its value tensor have the same length."
@@ -52,35 +67,57 @@ def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     "`num / den`, and 0 where `den` is 0 (a query with nothing to attend to gets a zero output and zero gradients)."
     return num / den.masked_fill(den == 0, 1.0)
 
-# %% ../nbs/00_attention.ipynb #d1ef4470
-def standard_attention_ref(q, k, v, causal=False, scale=None, normalize='keys'):
+# %% ../nbs/00_attention.ipynb #0c5f5b21
+def check_key_padding(mask, b: int, n: int, name: str = 'key_padding_mask'):
+    "Raise a `ValueError` unless `mask` is None or a bool `[b, n]` tensor (True = keep)."
+    if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != (b, n)):
+        raise ValueError(f"{name} must be a bool tensor [b={b}, n={n}] (True = a real key), got {mask.dtype} {tuple(mask.shape)}")
+
+def standard_attention_ref(q, k, v, causal=False, scale=None, key_padding_mask=None, normalize='keys'):
     "Plain einsum softmax attention, the reference for `standard_attention`."
     check_normalize(normalize, causal)
     s = q.shape[-1] ** -0.5 if scale is None else scale
-    logits = torch.einsum('bihd,bjhd->bhij', q, k) * s               # [b, h, n_q, n_k]
-    if causal: logits = logits.masked_fill(torch.ones_like(logits, dtype=torch.bool).triu(1), float('-inf'))
-    if normalize == 'keys': w = logits.softmax(-1)
-    else:                                                           # Slot Attention, literally
-        w = logits.softmax(-2) + EPS                                # each key's weight shared out among the queries
-        w = w / w.sum(-1, keepdim=True)                             # then a weighted mean over the keys
-    return torch.einsum('bhij,bjhd->bihd', w, v)                    # [b, n_q, h, d]
+    k, v = (repeat(t, 'b n h d -> b n (h g) d', g=q.shape[2] // t.shape[2]) for t in (k, v))   # each query head's keys
+    logits = torch.einsum('bihd,bjhd->bhij', q, k) * s                  # [b, h, n_q, n_k]
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    if causal: keep = keep.tril()
+    if key_padding_mask is not None: keep = keep & key_padding_mask[:, None, None, :]
+    if normalize == 'keys': w = logits.masked_fill(~keep, float('-inf')).softmax(-1).nan_to_num(0.0)
+    else:                                                               # Slot Attention, literally
+        w = (logits.softmax(-2) + EPS) * keep                           # each key's weight shared out among the queries
+        w = safe_div(w, w.sum(-1, keepdim=True))                        # then a weighted mean over the keys
+    return torch.einsum('bhij,bjhd->bihd', w, v)                        # [b, n_q, h, d]
 
+# %% ../nbs/00_attention.ipynb #d1ef4470
 def use_flash(q: torch.Tensor) -> bool:
     "Whether `standard_attention` hands `q` to flash-attn: CUDA, fp16/bf16, and flash-attn importable."
     return flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
 
-def standard_attention(q, k, v, causal=False, scale=None, normalize='keys'):
-    "Softmax attention: `q [b, n_q, h, d]`, `k, v [b, n_k, h, d]` -> `[b, n_q, h, d]`; `normalize` picks the softmax's axis."
-    check_layout(q, k=k, v=v); check_pair('k', k, 'v', v); check_normalize(normalize, causal)
+def competitive_attention(q, k, v, scale, key_padding_mask=None):
+    "`normalize='queries'`: softmax over the queries, then a weighted mean over the keys, with grouped query heads."
+    qg = rearrange(q, 'b i (h g) d -> b h g i d', h=k.shape[2])                   # query heads grouped by key/value head
+    w = (torch.einsum('bhgid,bjhd->bhgij', qg, k) * scale).softmax(-2) + EPS     # [b, h_kv, g, n_q, n_k]
+    if key_padding_mask is not None: w = w * key_padding_mask[:, None, None, None, :]
+    o = safe_div(torch.einsum('bhgij,bjhd->bhgid', w, v), w.sum(-1, keepdim=True))
+    return rearrange(o, 'b h g i d -> b i (h g) d')
+
+def standard_attention(q, k, v, causal=False, scale=None, key_padding_mask=None, normalize='keys'):
+    "Softmax attention: `q [b, n_q, h, d]`, `k, v [b, n_k, h_kv, d]`, `key_padding_mask` bool `[b, n_k]` -> `[b, n_q, h, d]`."
+    h_kv = check_layout(q, k=k, v=v); check_pair('k', k, 'v', v); check_normalize(normalize, causal)
+    check_key_padding(key_padding_mask, q.shape[0], k.shape[1])
     if causal and q.shape[1] != k.shape[1]:
         raise ValueError(f"causal=True needs n_q == n_k (flash-attn and SDPA align the mask differently otherwise), got {q.shape[1]} and {k.shape[1]}")
-    if normalize == 'queries':
-        s = q.shape[-1] ** -0.5 if scale is None else scale
-        w = (torch.einsum('bihd,bjhd->bhij', q, k) * s).softmax(-2) + EPS         # [b, h, n_q, n_k]
-        return safe_div(torch.einsum('bhij,bjhd->bihd', w, v), rearrange(w.sum(-1), 'b h i -> b i h 1'))
-    if use_flash(q): return flash_attn_func(q, k, v, softmax_scale=scale, causal=causal)
-    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal, scale=scale)
-    return o.transpose(1, 2)
+    if normalize == 'queries': return competitive_attention(q, k, v, q.shape[-1] ** -0.5 if scale is None else scale, key_padding_mask)
+    if key_padding_mask is None and use_flash(q): return flash_attn_func(q, k, v, softmax_scale=scale, causal=causal)
+    mask, any_key = None, None
+    if key_padding_mask is not None:
+        any_key = key_padding_mask.any(-1)                                        # [b]
+        mask = (key_padding_mask | ~any_key[:, None])[:, None, None, :]           # [b, 1, 1, n_k]
+        if causal: mask = mask & torch.ones(q.shape[1], k.shape[1], dtype=torch.bool, device=q.device).tril()
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                                       is_causal=causal and mask is None, scale=scale, **({'enable_gqa': True} if h_kv != q.shape[2] else {}))
+    o = o.transpose(1, 2)
+    return o if any_key is None else o * any_key[:, None, None, None]
 
 # %% ../nbs/00_attention.ipynb #ffaa53a4
 def grads(out: torch.Tensor, inputs, seed: int = 0):
@@ -96,188 +133,406 @@ def check_pair_mask(pair_mask, n1: int, n2: int, device):
         raise ValueError(f"pair_mask must be a bool tensor [n_1={n1}, n_2={n2}], got {pair_mask.dtype} {tuple(pair_mask.shape)}")
     return pair_mask.to(device)
 
-def triple_attention_ref(q, k1, k2, v1, v2, pair_mask=None, scale=None, normalize='keys'):
+def check_window(window, causal: bool, n_q: int, n1: int, n2: int):
+    "Raise a `ValueError` for an impossible causal or windowed call; return `(causal, window)` with the window as two ints or None."
+    if window is not None:
+        if len(window) != 2 or not all(isinstance(w, int) and w >= 1 for w in window):
+            raise ValueError(f"window must be two ints (w1, w2) >= 1: query i sees i - w1 < j <= i and i - w2 < k <= i; got {window!r}")
+        window, causal = (int(window[0]), int(window[1])), True
+    if causal and not n_q == n1 == n2:
+        raise ValueError(f"causal=True and window need n_q == n_1 == n_2 (positions shared by queries and keys), got {n_q}, {n1}, {n2}")
+    return causal, window
+
+def check_pair_padding(key_padding_mask, b: int, n1: int, n2: int):
+    "Raise a `ValueError` unless `key_padding_mask` is None or `(m1, m2)`, bool `[b, n_1]` and `[b, n_2]` (either may be None); return the pair."
+    if key_padding_mask is None: return None, None
+    if not isinstance(key_padding_mask, (tuple, list)) or len(key_padding_mask) != 2:
+        raise ValueError("key_padding_mask of triple attention is a pair (m1, m2): bool [b, n_1] for k1/v1 and [b, n_2] for k2/v2 (either may be None)")
+    for name, m, n in (('key_padding_mask[0]', key_padding_mask[0], n1), ('key_padding_mask[1]', key_padding_mask[1], n2)): check_key_padding(m, b, n, name)
+    return tuple(key_padding_mask)
+
+# %% ../nbs/00_attention.ipynb #2b8f71d0
+def allowed_pairs(n_q: int, n1: int, n2: int, pair_mask=None, causal=False, window=None, key_padding_mask=(None, None), device=None):
+    "Bool `[b|1, n_q|1, n_1, n_2]`: True where query `i` may attend to pair `(j, k)`."
+    ok = torch.ones(1, 1, n1, n2, dtype=torch.bool, device=device)
+    if pair_mask is not None: ok = ok & pair_mask
+    if causal:
+        w1, w2 = window or (n1, n2)
+        i = torch.arange(n_q, device=device)[:, None]
+        d1, d2 = i - torch.arange(n1, device=device), i - torch.arange(n2, device=device)     # [n_q, n_1], [n_q, n_2]: i - j, i - k
+        ok = ok & (((d1 >= 0) & (d1 < w1))[:, :, None] & ((d2 >= 0) & (d2 < w2))[:, None, :])
+    m1, m2 = key_padding_mask
+    if m1 is not None: ok = ok & m1[:, None, :, None]
+    if m2 is not None: ok = ok & m2[:, None, None, :]
+    return ok
+
+def causal_pairs(n: int, window=None) -> int:
+    "Pairs seen by all queries of a causal call of length `n`, `Σ_i min(i+1, w1)·min(i+1, w2)`: for FLOP counts (`attention_flops(..., n_pairs=causal_pairs(n, window) / n)`)."
+    w1, w2 = window or (n, n)
+    return sum(min(i + 1, w1) * min(i + 1, w2) for i in range(n))
+
+# %% ../nbs/00_attention.ipynb #4f0a8b15
+def check_triple(q, k1, k2, v1, v2, pair_mask, causal, window, key_padding_mask, normalize):
+    "Every check of a triple call; returns `(h_kv, pair_mask, causal, window, (m1, m2))` in their checked forms."
+    h_kv = check_layout(q, k1=k1, k2=k2, v1=v1, v2=v2); check_pair('k1', k1, 'v1', v1); check_pair('k2', k2, 'v2', v2)
+    n1, n2 = k1.shape[1], k2.shape[1]
+    causal, window = check_window(window, causal, q.shape[1], n1, n2)
+    check_normalize(normalize, causal)
+    return h_kv, check_pair_mask(pair_mask, n1, n2, q.device), causal, window, check_pair_padding(key_padding_mask, q.shape[0], n1, n2)
+
+def triple_attention_ref(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False, window=None, key_padding_mask=None, normalize='keys'):
     "2-simplicial attention by plain einsums over all pairs, the reference for `triple_attention`."
-    check_normalize(normalize)
+    h_kv, pair_mask, causal, window, pads = check_triple(q, k1, k2, v1, v2, pair_mask, causal, window, key_padding_mask, normalize)
     s = q.shape[-1] ** -0.5 if scale is None else scale
-    logits = torch.einsum('bihd,bjhd,bkhd->bhijk', q, k1, k2) * s           # [b, h, n_q, n_1, n_2]
-    allowed = torch.ones(logits.shape[-2:], dtype=torch.bool) if pair_mask is None else pair_mask
+    k1, k2, v1, v2 = (repeat(t, 'b n h d -> b n (h g) d', g=q.shape[2] // h_kv) for t in (k1, k2, v1, v2))
+    logits = torch.einsum('bihd,bjhd,bkhd->bhijk', q, k1, k2) * s             # [b, h, n_q, n_1, n_2]
+    allowed = allowed_pairs(q.shape[1], k1.shape[1], k2.shape[1], pair_mask, causal, window, pads, q.device)[:, None]
     if normalize == 'keys':
         p = rearrange(logits.masked_fill(~allowed, float('-inf')), 'b h i j k -> b h i (j k)').softmax(-1)
-        p = rearrange(p.nan_to_num(0.0), 'b h i (j k) -> b h i j k', j=k1.shape[1])  # all pairs masked: weights 0
+        p = rearrange(p.nan_to_num(0.0), 'b h i (j k) -> b h i j k', j=k1.shape[1])  # nothing allowed: weights 0
     else:
-        w = (logits.softmax(2) + EPS) * allowed                              # each pair shared out among the queries
-        p = safe_div(w, w.sum((-2, -1), keepdim=True))                       # then a weighted mean over the pairs
-    return torch.einsum('bhijk,bjhd,bkhd->bihd', p, v1, v2)                # [b, n_q, h, d]
+        w = (logits.softmax(2) + EPS) * allowed                                # each pair shared out among the queries
+        p = safe_div(w, w.sum((-2, -1), keepdim=True))                         # then a weighted mean over the pairs
+    return torch.einsum('bhijk,bjhd,bkhd->bihd', p, v1, v2)                  # [b, n_q, h, d]
+
+# %% ../nbs/00_attention.ipynb #8a1b2c3d
+class Step(NamedTuple):
+    "One unit of chunked work: `T` tiles of `ci` consecutive queries from `i0`, their rows `j` and columns `k`, and the allowed pairs."
+    i0: int
+    T: int
+    ci: int
+    rows: slice | torch.Tensor   # shared by all (a slice), or per query: index tensor [T, ci, R]
+    cols: slice | torch.Tensor   # shared by all (a slice), or per tile: index tensor [T, C]
+    mask: torch.Tensor | None    # bool, broadcastable to [T, ci, R, C]; None: all allowed
+
+def span(idx) -> int: return idx.stop - idx.start if isinstance(idx, slice) else idx.shape[-1]
+
+def trimmed(i0: int, ci: int, rows: slice, mask: torch.Tensor):
+    "A one-tile `Step` over `rows`, its columns cut to those the mask `[ci|1, R, C]` allows (column 0 = key 0); None if it allows none."
+    cols = mask.flatten(0, 1).any(0).nonzero().flatten().tolist()
+    if not cols: return None
+    k0, k1 = cols[0], cols[-1] + 1
+    m = mask[..., k0:k1]
+    return Step(i0, 1, ci, rows, slice(k0, k1), None if bool(m.all()) else m[None])
+
+# %% ../nbs/00_attention.ipynb #9b2c3d4e
+def pair_steps(n_q: int, n1: int, n2: int, pair_mask, ci: int, R: int) -> list:
+    "Non-causal steps: tiles of `ci` queries, `R` rows at a time, the columns the `pair_mask` allows."
+    steps = []
+    for i0 in range(0, n_q, ci):
+        for j0 in range(0, n1, R):
+            rows = slice(j0, min(j0 + R, n1))
+            if pair_mask is None: steps.append(Step(i0, 1, min(ci, n_q - i0), rows, slice(0, n2), None))
+            elif (s := trimmed(i0, min(ci, n_q - i0), rows, pair_mask[None, rows])) is not None: steps.append(s)
+    return steps
+
+def causal_steps(n: int, pair_mask, ci: int, R: int) -> list:
+    "Causal steps: tiles `[i0, i1)` of queries see rows and columns `< i1`, with `j, k <= i` inside."
+    steps = []
+    for i0 in range(0, n, ci):
+        i1 = min(i0 + ci, n)
+        i = torch.arange(i0, i1)[:, None, None]
+        for j0 in range(0, i1, R):
+            j1 = min(j0 + R, i1)
+            m = (torch.arange(j0, j1)[:, None] <= i) & (torch.arange(i1) <= i)                # [ci, R, i1]
+            if pair_mask is not None: m = m & pair_mask[j0:j1, :i1]
+            if (s := trimmed(i0, i1 - i0, slice(j0, j1), m)) is not None: steps.append(s)
+    return steps
+
+# %% ../nbs/00_attention.ipynb #0c3d4e5f
+def window_steps(n: int, w1: int, w2: int, pair_mask, ci: int, T: int) -> list:
+    "Sliding-window steps of up to `T` tiles of `ci` queries: query `i` takes rows `i - w1 < j <= i`, the tile from `t0` columns `t0 - w2 < k < t0 + ci`."
+    steps, i0 = [], 0
+    while i0 < n:
+        tiles, c = (min(T, (n - i0) // ci), ci) if n - i0 >= ci else (1, n - i0)          # full tiles, then a last short one
+        t0 = i0 + torch.arange(tiles)[:, None] * c                                        # [T, 1]: each tile's first query
+        i = t0 + torch.arange(c)                                                          # [T, ci]
+        j = i[..., None] - w1 + 1 + torch.arange(w1)                                      # [T, ci, R = w1]
+        k = t0 - w2 + 1 + torch.arange(c + w2 - 1)                                        # [T, C = ci + w2 - 1]
+        ii, kk = i[..., None, None], k[:, None, None, :]
+        m = (j >= 0)[..., None] & (kk >= 0) & (kk <= ii) & (ii - kk < w2)                 # [T, ci, R, C]
+        if pair_mask is not None: m = m & pair_mask[j.clamp(min=0)[..., None], kk.clamp(min=0)]
+        steps.append(Step(i0, tiles, c, j.clamp(min=0), k.clamp(min=0), m))
+        i0 += tiles * c
+    return steps
+
+# %% ../nbs/00_attention.ipynb #2e5f6071
+def plan_steps(B: int, G: int, n_q: int, n1: int, n2: int, pair_mask=None, causal=False, window=None, normalize='keys',
+               chunk_size=None, budget: int = 2 ** 21, device=None) -> list:
+    "The steps of one call (`B = b·h_kv` key/value heads, `G` query heads each), on `device`; plans without a `pair_mask` are cached."
+    args = (B, G, n_q, n1, n2, causal, window, normalize, chunk_size, budget, device)
+    return mask_free_plan(*args) if pair_mask is None else make_plan(pair_mask.cpu(), *args)
+
+def make_plan(pair_mask, B, G, n_q, n1, n2, causal, window, normalize, chunk_size, budget, device) -> list:
+    cap = lambda x: max(1, min(x, chunk_size or x))
+    if window is not None:
+        w1, w2 = min(window[0], n1), min(window[1], n2)
+        ci = cap(16 * math.ceil((w2 + max(1, 128 // (G * w1)) - 1) / 16) - w2 + 1)
+        steps = window_steps(n_q, w1, w2, pair_mask, ci, cap(budget // 4 // (B * G * ci * w1 * (ci + w2 - 1))))   # small steps stay in cache
+    elif causal:
+        ci = cap(64)
+        steps = causal_steps(n_q, pair_mask, ci, cap(budget // (B * G * ci * n2)))
+    else:
+        ci = n_q if normalize == 'queries' else cap(min(n_q, budget // (B * G * n2)))   # 'queries': its softmax needs every query
+        steps = pair_steps(n_q, n1, n2, pair_mask, ci, cap(budget // (B * G * ci * n2)))
+    to = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
+    return [s._replace(rows=to(s.rows), cols=to(s.cols), mask=to(s.mask)) for s in steps]
+
+@functools.lru_cache(maxsize=64)
+def mask_free_plan(*args) -> list: return make_plan(None, *args)
 
 # %% ../nbs/00_attention.ipynb #32684fad
 LOG2E = 1.4426950408889634  # log2(e): logits are kept in base 2 inside, since exp2 is cheaper than exp on CPU
+LN2 = 1 / LOG2E
 
-def pair_blocks(pair_mask, n1: int, n2: int, chunk: int):
-    "Chunks `(j0, j1, k0, k1, mask)` to visit: rows `[j0, j1)`, the column range they allow, and its mask (None if all allowed)."
-    blocks = []
-    for j0 in range(0, n1, chunk):
-        j1 = min(j0 + chunk, n1)
-        if pair_mask is None: blocks.append((j0, j1, 0, n2, None)); continue
-        cols = pair_mask[j0:j1].any(0).nonzero().flatten().tolist()
-        if not cols: continue
-        k0, k1 = cols[0], cols[-1] + 1
-        m = pair_mask[j0:j1, k0:k1]
-        blocks.append((j0, j1, k0, k1, None if bool(m.all()) else m))
-    return blocks
+def take(t: torch.Tensor, idx, lead: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    "`t[:, idx]` for `t [B, n, ...]`: `[B, *idx.shape, ...]` gathered (into `out`) for an index tensor; a view `[B, 1 (lead times), len, ...]` for a slice."
+    if isinstance(idx, slice): return t[:, idx].view(t.shape[0], *(1,) * lead, -1, *t.shape[2:])
+    return torch.index_select(t, 1, idx.flatten(), out=out).view(t.shape[0], *idx.shape, *t.shape[2:])
 
-def per_row(x: torch.Tensor, cj: int) -> torch.Tensor:
-    "A per-query `[B, n_q]` value repeated for each of `cj` rows `j`: `[B, n_q·cj, 1]`, to broadcast over `k`."
-    return x[:, :, None].expand(-1, -1, cj).reshape(x.shape[0], -1, 1)
+def query_view(x: torch.Tensor, s: Step) -> torch.Tensor:
+    "The step's queries of `x [B, G, n_q, ...]` as a view `[B, T, G, ci, ...]`."
+    v = x[:, :, s.i0:s.i0 + s.T * s.ci]
+    return v.view(*x.shape[:2], s.T, s.ci, *x.shape[3:]).transpose(1, 2)
 
-def chunk_logits(qs, k1c, k2c, mask, offset=None):
-    "Logits of one block minus a per-query `offset [B, n_q]` (inside the GEMM): `[B, n_q, cj, ck]`, and `qs ⊙ k1c`."
-    B, nq, d = qs.shape
-    cj = k1c.shape[1]
-    qk1 = (qs[:, :, None] * k1c[:, None]).reshape(B, nq * cj, d)              # [B, n_q·cj, d]
-    k2t = k2c.transpose(1, 2)
-    s = torch.bmm(qk1, k2t) if offset is None else torch.baddbmm(per_row(-offset, cj), qk1, k2t)
-    s = s.view(B, nq, cj, k2c.shape[1])
-    if mask is not None: s.masked_fill_(~mask, float('-inf'))
-    return s, qk1
+class Workspace:
+    "Flat buffers reused by every step of a call (fresh step-sized tensors cost page faults), each allocated on first use for the largest step."
+    BLOCKS, COLUMNS = ('s', 'dp', 'w'), ('k2c', 'v2c', 'csum')                    # logit-sized, column-sized; others are row-sized
+    def __init__(self, like: torch.Tensor, steps: list):
+        B, G, d = like.shape[0], like.shape[1], like.shape[-1]
+        sizes = [(B * s.T * G * s.ci * span(s.rows) * d, B * s.T * span(s.cols) * d, B * s.T * G * s.ci * span(s.rows) * span(s.cols)) for s in steps]
+        self.like, self.bufs, self.cap = like, {}, [max(c) for c in zip((0, 0, 0), *sizes)]
+    def take(self, name: str, *shape: int) -> torch.Tensor:
+        n = math.prod(shape)
+        if name not in self.bufs: self.bufs[name] = self.like.new_empty(max(n, self.cap[2 if name in self.BLOCKS else 1 if name in self.COLUMNS else 0]))
+        return self.bufs[name][:n].view(*shape)
 
-def offset_exp2(logits, m, limit: float = 64.0):
-    """`p = 2^(s - m')` for a chunk of logits (`logits(offset)` computes them minus `offset`), its sums over the
-    chunk, and the offset `m'` used.
+# %% ../nbs/00_attention.ipynb #4d5e6f70
+def operands(ws: Workspace, s: Step, *kvs: torch.Tensor) -> list:
+    "The step's `k1, v1` rows as `[B, T|1, 1, ci|1, R, d]` and `k2, v2` columns as GEMM operands `[B·T, C, d]` (gathered into `ws`, or views)."
+    k1, v1, k2, v2 = kvs
+    B, d, R, C = k1.shape[0], k1.shape[-1], span(s.rows), span(s.cols)
+    rows = [take(t, s.rows, 2, ws.take(name, B, s.T * s.ci * R, d) if isinstance(s.rows, torch.Tensor) else None)[:, :, None]
+            for name, t in (('k1r', k1), ('v1r', v1))]
+    cols = [take(t, s.cols, 1, ws.take(name, B, s.T * C, d) if isinstance(s.cols, torch.Tensor) else None).expand(B, s.T, C, d).reshape(B * s.T, C, d)
+            for name, t in (('k2c', k2), ('v2c', v2))]
+    return rows + cols
 
-    The offset need not be the maximum, only keep `p` finite: the running offset `m [B, n_q]` is reused, and
-    subtracted inside the GEMM, while the chunk's sums stay below `2^limit`; that saves two passes over the
-    logits per chunk. Rows with no offset yet (`-inf`), or logits far above it, take the chunk's maximum."""
-    if is_meta(m) is False and not bool((m == float('-inf')).any()):
+def mul_sum(ws: Workspace, a, b, dims, out=None) -> torch.Tensor:
+    "`(a * b).sum(dims)`, the product in the workspace."
+    prod = torch.mul(a, b, out=ws.take('prod', *torch.broadcast_shapes(a.shape, b.shape)))
+    return prod.sum(dims) if out is None else torch.sum(prod, dims, out=out)
+
+def add_rows(ws: Workspace, dst, idx, a, b):
+    "`dst [B, n, d]` += `a ⊙ b` (`[B, T, G, ci, R, d]`) summed over what shares a row: heads, and tiles and queries for shared rows."
+    B, d = dst.shape[0], dst.shape[-1]
+    if isinstance(idx, slice): dst[:, idx] += mul_sum(ws, a, b, (1, 2, 3)).view(B, -1, d)
+    else: dst.index_add_(1, idx.flatten(), mul_sum(ws, a, b, 2, out=ws.take('rsum', B, *idx.shape, d)).view(B, -1, d))
+
+def add_product(ws: Workspace, dst, idx, a, b):
+    "`dst [B, n, d]` += `a @ b` (`[B·T, C, d]`) at the step's columns."
+    if isinstance(idx, slice): dst[:, idx].baddbmm_(a, b)
+    else: dst.index_add_(1, idx.flatten(), torch.bmm(a, b, out=ws.take('csum', *a.shape[:2], b.shape[-1])).view(dst.shape[0], -1, dst.shape[-1]))
+
+# %% ../nbs/00_attention.ipynb #7da4b5c6
+def step_keeps(s: Step, pads) -> list:
+    "Which pairs step `s` may use: bool masks, each broadcastable to its logits `[B, T, G, ci, R, C]` (its mask, the key padding)."
+    p1, p2 = pads
+    return [m for m in (None if s.mask is None else s.mask[None, :, None],
+                        None if p1 is None else take(p1, s.rows, 2)[:, :, None, :, :, None],
+                        None if p2 is None else take(p2, s.cols, 1)[:, :, None, None, None, :]) if m is not None]
+
+def as_bias(keep: torch.Tensor, dtype) -> torch.Tensor:
+    "0 where `keep`, -inf elsewhere: added to logits, much faster than a broadcast `masked_fill_`."
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float('-inf'))
+
+def per_row(x: torch.Tensor, R: int) -> torch.Tensor:
+    "A per-query `[B, T, G, ci]` value repeated for each of `R` rows: `[B·T, G·ci·R, 1]`, to broadcast over columns."
+    B, T = x.shape[:2]
+    return x[..., None].expand(*x.shape, R).reshape(B * T, -1, 1)
+
+def step_logits(ws: Workspace, s: Step, q, k1r, k2c, keeps, offset=None):
+    "Base-2 logits of step `s` minus a per-query `offset`, `[B, T, G, ci, R, C]` (-inf where not allowed), and the GEMM rows `q ⊙ k1` `[B·T, G·ci·R, d]`."
+    B, T, G, ci, d = q.shape
+    R, C = k1r.shape[-2], k2c.shape[1]
+    qk1 = torch.mul(q[..., None, :], k1r, out=ws.take('qk1', B, T, G, ci, R, d)).view(B * T, -1, d)
+    out, k2t = ws.take('s', B * T, G * ci * R, C), k2c.transpose(1, 2)
+    lg = torch.bmm(qk1, k2t, out=out) if offset is None else torch.baddbmm(per_row(-offset, R), qk1, k2t, out=out)
+    lg = lg.view(B, T, G, ci, R, C)
+    for keep in keeps: lg.add_(as_bias(keep, lg.dtype))
+    return lg, qk1
+
+# %% ../nbs/00_attention.ipynb #8fc6d7e8
+def is_meta(t: torch.Tensor) -> bool: return t.device.type == 'meta'
+
+def offset_exp2(logits, m: torch.Tensor, limit: float = 64.0):
+    "`p = 2^(s - m')` for a step (`logits(offset)` computes `s - offset`), its sums over the step's pairs, and the offset `m'` used."
+    if not is_meta(m) and not bool((m == float('-inf')).any()):
         p = logits(m).exp2_()
-        lc = p.sum((2, 3))
+        lc = p.sum((-2, -1))
         if not bool((lc > 2.0 ** limit).any()): return p, lc, m
-    s = logits(None)                                                       # first chunk, or logits far above the offset
-    m_new = torch.maximum(m, s.amax((2, 3)))
+    s = logits(None)
+    m_new = torch.maximum(m, s.amax((-2, -1)))
     m_safe = m_new.masked_fill(m_new == float('-inf'), 0.0)                 # nothing allowed yet: 2^-inf = 0
-    p = s.sub_(m_safe[:, :, None, None]).exp2_()
-    return p, p.sum((2, 3)), m_new
+    p = s.sub_(m_safe[..., None, None]).exp2_()
+    return p, p.sum((-2, -1)), m_new
 
-def is_meta(t: torch.Tensor) -> bool: return t.device.type == 'meta'         # shapes only (FLOP counts): no data to test
+# %% ../nbs/00_attention.ipynb #a1e8f90a
+class StepCache(list):
+    "Per step, `(P @ V2 [B·T, G·ci·R, d], offset)` from the forward, in one buffer."
+    def __init__(self, like: torch.Tensor, numel: int): super().__init__(); self.buf, self.at = like.new_empty(numel), 0
+    def slot(self, *shape: int) -> torch.Tensor:
+        n = math.prod(shape)
+        self.at += n
+        return self.buf[self.at - n:self.at].view(*shape)
 
-def pair_values(p, v1c, v2c):
-    "`Σ_jk p_ijk (v1_j ⊙ v2_k)` for one block of weights `p [B, n_q, cj, ck]`: a GEMM with `V2`, then a sum over `j`; `[B, n_q, d]`."
-    B, nq, cj, ck = p.shape
-    pv2 = torch.bmm(p.view(B, nq * cj, ck), v2c).view(B, nq, cj, -1)      # P_i[j, :] @ V2
-    return (pv2 * v1c[:, None]).sum(2)
-
-def triple_forward(qs, k1, k2, v1, v2, blocks):
-    "Online-softmax forward over `blocks` on `[B, n, d]` tensors, `qs` scaled to base-2 logits; returns `o [B, n_q, d]` and base-2 `lse [B, n_q]` (+inf where all masked)."
-    B, nq, d = qs.shape
-    m = qs.new_full((B, nq), float('-inf'))                   # running max of the logits
-    l = qs.new_zeros(B, nq)                                   # running sum of 2^(logit - m)
-    acc = qs.new_zeros(B, nq, d)                              # running Σ 2^(logit - m) v1_j ⊙ v2_k
-    for j0, j1, k0, k1_, mask in blocks:
-        logits = lambda offset: chunk_logits(qs, k1[:, j0:j1], k2[:, k0:k1_], mask, offset)[0]   # [B, n_q, cj, ck]
-        p, lc, m_new = offset_exp2(logits, m)
-        alpha = (m - m_new).exp2().nan_to_num(0.0)                          # -inf - -inf: nothing accumulated yet
-        acc = acc * alpha[..., None] + pair_values(p, v1[:, j0:j1], v2[:, k0:k1_])
-        l = l * alpha + lc
-        m = m_new
+# %% ../nbs/00_attention.ipynb #c30a1b2c
+def forward_keys(qs, k1, k2, v1, v2, steps, pads, cache=None):
+    "Online-softmax forward: `o [B, G, n_q, d]` and the base-2 log-sum-exp `[B, G, n_q]` (+inf where nothing is allowed)."
+    B, G, nq, d = qs.shape
+    m, l, acc = qs.new_full((B, G, nq), float('-inf')), qs.new_zeros(B, G, nq), qs.new_zeros(B, G, nq, d)
+    ws = Workspace(qs, steps)
+    for s in steps:
+        q, mi, li, acci = (query_view(t, s) for t in (qs, m, l, acc))            # [B, T, G, ci, ...]
+        k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
+        keeps = step_keeps(s, pads)
+        p, lc, m_new = offset_exp2(lambda off: step_logits(ws, s, q, k1r, k2c, keeps, off)[0], mi)
+        rows = (B * s.T, math.prod(p.shape[2:5]), d)                             # [B·T, G·ci·R, d]
+        pv2 = torch.bmm(p.view(*rows[:2], -1), v2c, out=cache.slot(*rows) if cache is not None else ws.take('pv', *rows))
+        if cache is not None: cache.append((pv2, m_new.clone()))
+        alpha = (mi - m_new).exp2().nan_to_num(0.0)                              # -inf - -inf: nothing accumulated yet
+        acci.mul_(alpha[..., None]).add_(mul_sum(ws, pv2.view(*p.shape[:-1], d), v1r, 4))   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
+        li.mul_(alpha).add_(lc)
+        mi.copy_(m_new)
     empty = l == 0
     o = acc / l.masked_fill(empty, 1.0)[..., None]
     lse = (m.masked_fill(empty, 0.0) + l.masked_fill(empty, 1.0).log2()).masked_fill(empty, float('inf'))
     return o, lse
 
-def competition(s, mask):
-    "Slot-attention weights of one block of base-2 logits `s [B, n_q, cj, ck]` (overwritten): the softmax over the queries `a`, and `W = a + ε`, 0 where a pair is not allowed."
-    a = s.sub_(s.amax(1, keepdim=True)).exp2_()
-    a = a.div_(a.sum(1, keepdim=True))
-    w = a + EPS
-    return a, w if mask is None else w.masked_fill_(~mask, 0.0)
+# %% ../nbs/00_attention.ipynb #e52c3d4e
+def competition(lg: torch.Tensor, keeps: list, out: torch.Tensor):
+    "Slot-attention weights of a step's base-2 logits `lg [B, T, G, ci, R, C]` (overwritten): the softmax over the queries `a`, and `W = a + ε` in `out`, 0 where not allowed."
+    a = lg.sub_(lg.amax(3, keepdim=True)).exp2_()
+    a = a.div_(a.sum(3, keepdim=True))
+    w = torch.add(a, EPS, out=out)
+    for keep in keeps: w.mul_(keep)
+    return a, w
 
-def triple_forward_queries(qs, k1, k2, v1, v2, blocks):
-    "Forward of `normalize='queries'` over `blocks`: blocks are independent (the softmax runs over the queries, all in each block); returns `o [B, n_q, d]` and the weight sums `Σ_τ W_iτ [B, n_q]`."
-    B, nq, d = qs.shape
-    num, den = qs.new_zeros(B, nq, d), qs.new_zeros(B, nq)
-    for j0, j1, k0, k1_, mask in blocks:
-        _, w = competition(chunk_logits(qs, k1[:, j0:j1], k2[:, k0:k1_], None)[0], mask)
-        num += pair_values(w, v1[:, j0:j1], v2[:, k0:k1_])
-        den += w.sum((2, 3))
+def forward_queries(qs, k1, k2, v1, v2, steps, pads, cache=None):
+    "Forward of `normalize='queries'`: `o [B, G, n_q, d]` and the weight sums `Σ_τ W_iτ`, `[B, G, n_q]`."
+    B, G, nq, d = qs.shape
+    num, den = qs.new_zeros(B, G, nq, d), qs.new_zeros(B, G, nq)
+    ws = Workspace(qs, steps)
+    for s in steps:
+        q = query_view(qs, s)
+        k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
+        lg = step_logits(ws, s, q, k1r, k2c, [])[0]
+        _, w = competition(lg, step_keeps(s, pads), ws.take('w', *lg.shape))
+        rows = (B * s.T, math.prod(w.shape[2:5]), d)
+        pv2 = torch.bmm(w.view(*rows[:2], -1), v2c, out=cache.slot(*rows) if cache is not None else ws.take('pv', *rows))
+        if cache is not None: cache.append((pv2, None))
+        query_view(num, s).add_(mul_sum(ws, pv2.view(*w.shape[:-1], d), v1r, 4))
+        query_view(den, s).add_(w.sum((-2, -1)))
     return safe_div(num, den[..., None]), den
 
-def block_weights(normalize, qs, k1c, k2c, mask, stat, dp):
-    """Recompute one block's weights `p` (of the values) and the gradient `ds` of its base-2 logits, given
-    `dp = ln2 (dO_i·V_τ - Δ_i)`, the gradient of the weights times ln2; also returns `qs ⊙ k1c`."""
+# %% ../nbs/00_attention.ipynb #074e5f60
+def step_grads(normalize: str, lg, dp, keeps: list, ws: Workspace):
+    "The weights of a step's values and the gradient of its base-2 logits, from logits `lg` and `dp = ln2 dW` (both overwritten)."
     if normalize == 'keys':
-        s, qk1 = chunk_logits(qs, k1c, k2c, mask, offset=stat)
-        p = s.exp2_()                                                       # P = 2^(s - lse)
-        return p, p * dp, qk1
-    s, qk1 = chunk_logits(qs, k1c, k2c, None)
-    a, w = competition(s, mask)
-    ds = a.mul_(dp - (a * dp).sum(1, keepdim=True))                         # through the softmax over queries
-    return w, ds if mask is None else ds.masked_fill_(~mask, 0.0), qk1
+        p = lg.exp2_()                                                           # P = 2^(s - lse)
+        return p, dp.mul_(p)
+    a, w = competition(lg, keeps, ws.take('w', *lg.shape))
+    ds = dp.sub_(mul_sum(ws, a, dp, 3).unsqueeze(3)).mul_(a)                     # through the softmax over queries
+    for keep in keeps: ds.mul_(keep)
+    return w, ds
 
-def triple_backward(do, qs, k1, k2, v1, v2, o, stat, blocks, normalize='keys'):
-    """Recomputing backward: gradients w.r.t. the base-2-scaled `qs`, `k1`, `k2`, `v1`, `v2` (all `[B, n, d]`);
-    `stat` is the base-2 log-sum-exp (`normalize='keys'`) or the weight sums (`'queries'`)."""
-    B, nq, d = qs.shape
-    LN2 = 1 / LOG2E                                           # d(natural logit)/d(base-2 logit), folded into dP and D
-    if normalize == 'queries': do = safe_div(do, stat[..., None])   # o = N / Σ W: the gradient of the numerator N
-    D = (do * o).sum(-1) * LN2                                # [B, n_q]: ln2 Σ_τ P_iτ dP_iτ; with 'queries', ln2 dO_i·o_i
+# %% ../nbs/00_attention.ipynb #185f6071
+def triple_backward(do, qs, k1, k2, v1, v2, o, stat, steps, pads, normalize='keys', cache=None):
+    """Recomputing backward: gradients w.r.t. the base-2-scaled `qs` and `k1`, `k2`, `v1`, `v2`; `stat` is the base-2
+    log-sum-exp (`normalize='keys'`) or the weight sums (`'queries'`)."""
+    B, G, nq, d = qs.shape
+    if normalize == 'queries': do = safe_div(do, stat[..., None])             # o = N / Σ W: the gradient of the numerator N
+    D = (do * o).sum(-1) * LN2                                                 # [B, G, n_q]: ln2 Δ_i
     dqs, dk1, dk2, dv1, dv2 = map(torch.zeros_like, (qs, k1, k2, v1, v2))
-    for j0, j1, k0, k1_, mask in blocks:
-        cj, ck = j1 - j0, k1_ - k0
-        k1c, k2c, v1c, v2c = k1[:, j0:j1], k2[:, k0:k1_], v1[:, j0:j1], v2[:, k0:k1_]
-        dov1 = (do[:, :, None] * v1c[:, None]).reshape(B, nq * cj, d)       # dO_i ⊙ v1_j
-        dp = torch.baddbmm(per_row(-D, cj), dov1, v2c.transpose(1, 2), alpha=LN2).view(B, nq, cj, ck)   # dP_ijk = dO_i · (v1_j ⊙ v2_k)
-        p, ds, qk1 = block_weights(normalize, qs, k1c, k2c, mask, stat, dp)
-        p, ds = p.view(B, nq * cj, ck), ds.view(B, nq * cj, ck)
-        dv1[:, j0:j1] += (torch.bmm(p, v2c).view(B, nq, cj, d) * do[:, :, None]).sum(1)
-        dv2[:, k0:k1_] += torch.bmm(p.transpose(1, 2), dov1)
-        dsk2 = torch.bmm(ds, k2c).view(B, nq, cj, d)                        # Σ_k dS_ijk k2_k
-        dqs += (dsk2 * k1c[:, None]).sum(2)
-        dk1[:, j0:j1] += (dsk2 * qs[:, :, None]).sum(1)
-        dk2[:, k0:k1_] += torch.bmm(ds.transpose(1, 2), qk1)
+    ws = Workspace(qs, steps)
+    for n, s in enumerate(steps):
+        q, g, Dq, st = (query_view(t, s) for t in (qs, do, D, stat))
+        k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
+        keeps, keys = step_keeps(s, pads), normalize == 'keys'
+        lg, qk1 = step_logits(ws, s, q, k1r, k2c, keeps if keys else [], st if keys else None)
+        shape, R = lg.shape, lg.shape[4]
+        dov1 = torch.mul(g[..., None, :], v1r, out=ws.take('dov1', *shape[:5], d)).view(B * s.T, -1, d)      # dO_i ⊙ v1_j
+        dp = torch.baddbmm(per_row(-Dq, R), dov1, v2c.transpose(1, 2), alpha=LN2, out=ws.take('dp', B * s.T, dov1.shape[1], shape[-1]))
+        p, ds = step_grads(normalize, lg, dp.view(shape), keeps, ws)
+        p, ds = p.view(dp.shape), ds.view(dp.shape)                              # [B·T, G·ci·R, C]
+        if cache is not None: pv2, off = cache[n]                                # P @ V2 from the forward, at its offset
+        else: pv2, off = torch.bmm(p, v2c, out=ws.take('pv', *dov1.shape)), None
+        gv = g if off is None or not keys else g * (off - st).exp2()[..., None]
+        add_rows(ws, dv1, s.rows, pv2.view(*shape[:5], d), gv[..., None, :])     # Σ_i dO_i ⊙ (P_ij: @ V2)
+        add_product(ws, dv2, s.cols, p.transpose(1, 2), dov1)                    # Σ_ij P_ijk (dO_i ⊙ v1_j)
+        dsk2 = torch.bmm(ds, k2c, out=ws.take('pv', *dov1.shape)).view(*shape[:5], d)   # Σ_k dS_ijk k2_k
+        query_view(dqs, s).add_(mul_sum(ws, dsk2, k1r, 4))
+        add_rows(ws, dk1, s.rows, dsk2, q[..., None, :])
+        add_product(ws, dk2, s.cols, ds.transpose(1, 2), qk1)                    # Σ_ij dS_ijk (q_i ⊙ k1_j)
     return dqs, dk1, dk2, dv1, dv2
 
 # %% ../nbs/00_attention.ipynb #58288ea4
-class TripleAttentionFn(torch.autograd.Function):
-    "Chunked 2-simplicial attention on `[B, n, d]` tensors (`B = b·h`); `qs` is the query scaled by `scale·log2(e)`."
+class TripleChunkedFn(torch.autograd.Function):
+    "Chunked 2-simplicial attention on flattened tensors: `qs [B, G, n_q, d]` scaled by `scale·log2(e)`, keys and values `[B, n, d]`."
     @staticmethod
-    def forward(ctx, qs, k1, k2, v1, v2, blocks, normalize):
-        o, stat = (triple_forward if normalize == 'keys' else triple_forward_queries)(qs, k1, k2, v1, v2, blocks)
+    def forward(ctx, qs, k1, k2, v1, v2, steps, pads, normalize):
+        rows = sum(qs.shape[0] * s.T * qs.shape[1] * s.ci * span(s.rows) * qs.shape[-1] for s in steps)   # P @ V2 of every step
+        keep = ctx.needs_input_grad[3] and rows <= 4 * sum(t.numel() for t in (qs, k1, k2, v1, v2))
+        cache = StepCache(qs, rows) if keep else None
+        o, stat = (forward_keys if normalize == 'keys' else forward_queries)(qs, k1, k2, v1, v2, steps, pads, cache)
         ctx.save_for_backward(qs, k1, k2, v1, v2, o, stat)
-        ctx.blocks, ctx.normalize = blocks, normalize
+        ctx.steps, ctx.pads, ctx.normalize, ctx.cache = steps, pads, normalize, cache
         return o
 
     @staticmethod
     def backward(ctx, do):
-        return (*triple_backward(do.contiguous(), *ctx.saved_tensors, ctx.blocks, ctx.normalize), None, None)
+        return (*triple_backward(do.contiguous(), *ctx.saved_tensors, ctx.steps, ctx.pads, ctx.normalize, ctx.cache), None, None, None)
 
-def auto_chunk(B: int, nq: int, n2: int, budget: int = 2 ** 21) -> int:
-    "Rows of `j` per chunk so that one block of logits, `[B, n_q, chunk, n_2]`, holds about `budget` elements."
-    return max(1, budget // max(1, B * nq * n2))
-
+# %% ../nbs/00_attention.ipynb #5a7182a3
 def use_triton(q: torch.Tensor) -> bool:
-    "Whether `triple_attention` hands `q` to the fused Triton kernel (`twa.kernels`): a CUDA tensor, and Triton importable."
-    if not q.is_cuda: return False
-    try: import twa.kernels  # noqa: F401
-    except ImportError: return False
-    return True
+    "Whether `backend='auto'` takes the fused Triton kernel for `q`: a CUDA tensor, and Triton installed."
+    return q.is_cuda and importlib.util.find_spec('triton') is not None
 
-def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, chunk_size=None, normalize='keys'):
-    "2-simplicial attention: `q [b, n_q, h, d]`, `k1, v1 [b, n_1, h, d]`, `k2, v2 [b, n_2, h, d]`, `pair_mask` bool `[n_1, n_2]` -> `[b, n_q, h, d]`."
-    check_layout(q, k1=k1, k2=k2, v1=v1, v2=v2); check_pair('k1', k1, 'v1', v1); check_pair('k2', k2, 'v2', v2)
-    check_normalize(normalize)
-    b, nq, h, d = q.shape
-    n1, n2 = k1.shape[1], k2.shape[1]
-    pair_mask = check_pair_mask(pair_mask, n1, n2, q.device)
+def triton_kernel():
+    "The fused kernel's autograd function from `twa.kernels`, imported on first use (Triton is an optional dependency)."
+    from twa.kernels import TripleAttentionTritonFn
+    return TripleAttentionTritonFn
+
+def pick_backend(backend: str, q: torch.Tensor, normalize: str) -> str:
+    "Resolve `backend` ('auto', 'chunked' or 'triton') for `q`; raise a `ValueError` for one that cannot run."
+    if backend not in ('auto', 'chunked', 'triton'): raise ValueError(f"backend must be 'auto', 'chunked' or 'triton', got {backend!r}")
+    if backend == 'auto': return 'triton' if normalize == 'keys' and use_triton(q) else 'chunked'
+    if backend == 'triton' and normalize != 'keys':
+        raise ValueError("the Triton kernel implements normalize='keys' only; use backend='chunked' (or 'auto') with normalize='queries'")
+    if backend == 'triton' and not q.is_cuda and os.environ.get('TRITON_INTERPRET') != '1':
+        raise ValueError("backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 (set before Triton is imported) to run the kernels on CPU")
+    return backend
+
+# %% ../nbs/00_attention.ipynb #6b8293b4
+def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False, window=None, key_padding_mask=None,
+                     normalize='keys', backend='auto', chunk_size=None):
+    "2-simplicial attention: `q [b, n_q, h, d]`, `k1, v1 [b, n_1, h_kv, d]`, `k2, v2 [b, n_2, h_kv, d]` -> `[b, n_q, h, d]`; options as tabled above."
+    h_kv, pair_mask, causal, window, pads = check_triple(q, k1, k2, v1, v2, pair_mask, causal, window, key_padding_mask, normalize)
     if chunk_size is not None and chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if use_triton(q) and normalize == 'keys':                 # the fused kernel of 05_kernels (chunk_size does not apply)
-        from twa.kernels import triple_attention_triton
-        return triple_attention_triton(q, k1, k2, v1, v2, pair_mask=pair_mask, scale=scale)
-    s = d ** -0.5 if scale is None else scale
-    cdtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-    flat = lambda t: rearrange(t, 'b n h d -> (b h) n d').to(cdtype).contiguous()   # [b·h, n, d]
-    blocks = pair_blocks(pair_mask, n1, n2, chunk_size or auto_chunk(b * h, nq, n2))
-    o = TripleAttentionFn.apply(flat(q) * (s * LOG2E), flat(k1), flat(k2), flat(v1), flat(v2), blocks, normalize)
-    return rearrange(o, '(b h) n d -> b n h d', b=b).to(q.dtype)
+    backend = pick_backend(backend, q, normalize)
+    b, nq, h, d = q.shape
+    dtype = q.dtype if backend == 'triton' or q.dtype not in (torch.float16, torch.bfloat16) else torch.float32
+    qs = rearrange(q, 'b n (hk g) d -> (b hk) g n d', hk=h_kv).to(dtype) * ((d ** -0.5 if scale is None else scale) * LOG2E)
+    if backend == 'chunked' and window is not None and window[0] > window[1]:      # rows take the narrower window
+        k1, k2, v1, v2, window, pads = k2, k1, v2, v1, window[::-1], pads[::-1]
+        pair_mask = None if pair_mask is None else pair_mask.T
+    k1, k2, v1, v2 = (rearrange(t, 'b n h d -> (b h) n d').to(dtype).contiguous() for t in (k1, k2, v1, v2))
+    pads = tuple(None if m is None else repeat(m.to(q.device), 'b n -> (b h) n', h=h_kv) for m in pads)
+    if backend == 'triton': o = triton_kernel().apply(qs, k1, k2, v1, v2, pair_mask, pads, causal, window)
+    else:
+        steps = plan_steps(*qs.shape[:3], k1.shape[1], k2.shape[1], pair_mask, causal, window, normalize, chunk_size, device=q.device)
+        o = TripleChunkedFn.apply(qs, k1, k2, v1, v2, steps, pads, normalize)
+    return rearrange(o, '(b hk) g n d -> b n (hk g) d', b=b).to(q.dtype)
 
 # %% ../nbs/00_attention.ipynb #7a45a7cd
 def local_pairs(grid_h: int, grid_w: int, radius: int) -> torch.Tensor:
@@ -293,9 +548,22 @@ def rank1_attention(q, k1, k2, v1, v2, scale=None, normalize='keys'):
     "Factorised pair attention `softmax(q·k1) V1 ⊙ softmax(q·k2) V2` -> `[b, n_q, h, d]`."
     return standard_attention(q, k1, v1, scale=scale, normalize=normalize) * standard_attention(q, k2, v2, scale=scale, normalize=normalize)
 
+def rank1_attention_ref(q, k1, k2, v1, v2, scale=None, normalize='keys'):
+    "The reference for `rank1_attention`: the product of two reference attentions."
+    return standard_attention_ref(q, k1, v1, scale=scale, normalize=normalize) * standard_attention_ref(q, k2, v2, scale=scale, normalize=normalize)
+
+# %% ../nbs/00_attention.ipynb #5b3c4d5e
+def concat_attention(q, k1, k2, v1, v2, scale=None, normalize='keys'):
+    "The seed's layer's core: per head, keys `[k1_h; k2_h]` and values `[v1_h; v2_h]` (`[b, n_k, h, d/2]` each), then standard attention."
+    return standard_attention(q, torch.cat([k1, k2], -1), torch.cat([v1, v2], -1), scale=scale, normalize=normalize)
+
+def concat_attention_ref(q, k1, k2, v1, v2, scale=None, normalize='keys'):
+    "The reference for `concat_attention`."
+    return standard_attention_ref(q, torch.cat([k1, k2], -1), torch.cat([v1, v2], -1), scale=scale, normalize=normalize)
+
 # %% ../nbs/00_attention.ipynb #c7e9999b
 class CrossAttention(nn.Module):
-    "Shared shell: project queries and keys/values (widths `kv_widths`), attend per head, project out."
+    "Shared shell: project queries and keys/values (widths `kv_widths`), split heads, `attend`, project out."
     def __init__(self, dim: int, heads: int, context_dim: int | None = None, kv_widths=()):
         super().__init__()
         if dim % heads: raise ValueError(f"dim={dim} must be divisible by heads={heads}")
@@ -311,57 +579,83 @@ class CrossAttention(nn.Module):
             raise ValueError(f"x must be [b, n_q, dim={self.dim}], got {tuple(x.shape)}")
         if context.ndim != 3 or context.shape[-1] != self.context_dim or context.shape[0] != x.shape[0]:
             raise ValueError(f"context must be [b={x.shape[0]}, n_k, context_dim={self.context_dim}], got {tuple(context.shape)}")
-        q = self.heads_of(self.to_q(x))                                   # [b, n_q, h, d]
-        o = self.attend(q, *(proj(context) for proj in self.to_kv), pair_mask=pair_mask, normalize=normalize)   # [b, n_q, h, d]
-        return self.to_out(rearrange(o, 'b n h d -> b n (h d)'))
+        q = self.heads_of(self.to_q(x))                                               # [b, n_q, h, d]
+        kv = [self.heads_of(proj(context)) for proj in self.to_kv]                    # [b, n_k, h, width / h] each
+        return self.to_out(rearrange(self.attend(q, *kv, pair_mask=pair_mask, normalize=normalize), 'b n h d -> b n (h d)'))
 
+# %% ../nbs/00_attention.ipynb #0a1b2c3e
 class StandardAttention(CrossAttention):
     "Multi-head softmax cross-attention."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim, dim))
-    def attend(self, q, k, v, pair_mask=None, normalize='keys'): return standard_attention(q, self.heads_of(k), self.heads_of(v), normalize=normalize)
+    def attend(self, q, k, v, pair_mask=None, normalize='keys'): return standard_attention(q, k, v, normalize=normalize)
 
 class TripleAttention(CrossAttention):
     "Multi-head 2-simplicial cross-attention: each query attends to pairs of context items."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim,) * 4)
     def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'):
-        return triple_attention(q, *map(self.heads_of, (k1, k2, v1, v2)), pair_mask=pair_mask, normalize=normalize)
+        return triple_attention(q, k1, k2, v1, v2, pair_mask=pair_mask, normalize=normalize)
 
 class ConcatAttention(CrossAttention):
-    "The seed's layer: half-width K1, K2 (and V1, V2) concatenated, K = [K1; K2], then standard attention."
+    "The seed's layer: half-width K1, K2 (and V1, V2) split into heads and concatenated inside each head, then standard attention."
     def __init__(self, dim, heads, context_dim=None):
-        if dim % 2: raise ValueError(f"concat attention needs an even dim, got {dim}")
+        if dim % (2 * heads): raise ValueError(f"concat attention splits K1 and K2 (width dim/2) into heads: dim={dim} must be divisible by 2·heads={2 * heads}")
         super().__init__(dim, heads, context_dim, (dim // 2,) * 4)
-    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'):
-        k, v = torch.cat([k1, k2], -1), torch.cat([v1, v2], -1)          # [b, n_k, dim]
-        return standard_attention(q, self.heads_of(k), self.heads_of(v), normalize=normalize)
+    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'): return concat_attention(q, k1, k2, v1, v2, normalize=normalize)
 
 class Rank1Attention(CrossAttention):
     "Control: `softmax(q·k1)V1 ⊙ softmax(q·k2)V2`, multiplicative values without pair coupling."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim,) * 4)
-    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'):
-        return rank1_attention(q, *map(self.heads_of, (k1, k2, v1, v2)), normalize=normalize)
+    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'): return rank1_attention(q, k1, k2, v1, v2, normalize=normalize)
 
 # %% ../nbs/00_attention.ipynb #fa57933f
+@dataclass(frozen=True)
+class Attention:
+    "One attention variant, all in one record."
+    name: str
+    module: type             # nn.Module class, built as module(dim, heads, context_dim=None)
+    core: Callable           # core(q, *kv, normalize='keys', [pair_mask=None]) on heads [b, n, h, d] -> [b, n_q, h, d]
+    reference: Callable      # the einsum reference `core` is tested against, same signature
+    flops: Callable          # flops(b, h, n_q, n_k, d, n_pairs=None) -> forward FLOPs of `core`
+    uses_pair_mask: bool = False
+
+    def __call__(self, *args, **kwargs) -> nn.Module:
+        "Build the variant's layer: `ATTENTIONS[name](dim, heads, context_dim=None)`."
+        return self.module(*args, **kwargs)
+
 class AttentionRegistry(dict):
-    "Variant name -> module class; unknown names raise `ValueError`."
+    "Variant name -> `Attention` record; unknown names raise `ValueError`."
     def __missing__(self, name):
         raise ValueError(f"unknown attention variant {name!r}; choose one of {sorted(self)}")
 
-ATTENTIONS = AttentionRegistry(standard=StandardAttention, triple=TripleAttention, concat=ConcatAttention, rank1=Rank1Attention)
+ATTENTIONS = AttentionRegistry()
+
+def register_attention(name: str, module: type, core: Callable, reference: Callable, flops: Callable,
+                       uses_pair_mask: bool = False, replace: bool = False) -> Attention:
+    "Add a variant to `ATTENTIONS` and return its record; an existing name needs `replace=True`."
+    if name in ATTENTIONS and not replace: raise ValueError(f"attention variant {name!r} exists; pass replace=True to replace it")
+    ATTENTIONS[name] = record = Attention(name, module, core, reference, flops, uses_pair_mask)
+    return record
+
+# %% ../nbs/00_attention.ipynb #ea0d8603
+def key_flops(b, h, n_q, n_k, d, n_pairs=None) -> int: return 4 * b * h * n_q * n_k * d
+def pair_flops(b, h, n_q, n_k, d, n_pairs=None) -> int: return 4 * b * h * n_q * (n_k * n_k if n_pairs is None else n_pairs) * d
+def rank1_flops(b, h, n_q, n_k, d, n_pairs=None) -> int: return 2 * key_flops(b, h, n_q, n_k, d)
+
+register_attention('standard', StandardAttention, standard_attention, standard_attention_ref, key_flops)
+register_attention('triple', TripleAttention, triple_attention, triple_attention_ref, pair_flops, uses_pair_mask=True)
+register_attention('concat', ConcatAttention, concat_attention, concat_attention_ref, key_flops)
+register_attention('rank1', Rank1Attention, rank1_attention, rank1_attention_ref, rank1_flops)
+
+def attention_flops(name: str, b: int, h: int, n_q: int, n_k: int, d: int, n_pairs: int | None = None) -> int:
+    "Forward FLOPs of variant `name`'s attention core, from its record; `n_pairs` (default `n_k²`) is the allowed pairs of a pair variant."
+    return ATTENTIONS[name].flops(b, h, n_q, n_k, d, n_pairs)
 
 # %% ../nbs/00_attention.ipynb #bac8e1b5
 def concat_as_standard(concat: ConcatAttention) -> StandardAttention:
-    "The `StandardAttention` that computes exactly what `concat` computes (weights stacked `[W_k1; W_k2]`, `[W_v1; W_v2]`)."
+    "The `StandardAttention` that computes exactly what `concat` computes (per head, `W_k`'s rows are `W_k1`'s then `W_k2`'s; likewise `W_v`)."
     std = StandardAttention(concat.dim, concat.heads, concat.context_dim).to(concat.to_q.weight)
+    per_head = lambda a, b: rearrange(torch.stack([a, b]), 'two (h e) c -> (h two e) c', h=concat.heads)
     with torch.no_grad():
         std.to_q.load_state_dict(concat.to_q.state_dict()); std.to_out.load_state_dict(concat.to_out.state_dict())
-        for i, (a, b) in enumerate([(0, 1), (2, 3)]):
-            std.to_kv[i].weight.copy_(torch.cat([concat.to_kv[a].weight, concat.to_kv[b].weight]))
+        for i, (a, b) in enumerate([(0, 1), (2, 3)]): std.to_kv[i].weight.copy_(per_head(concat.to_kv[a].weight, concat.to_kv[b].weight))
     return std
-
-# %% ../nbs/00_attention.ipynb #ea0d8603
-def attention_flops(name: str, b: int, h: int, n_q: int, n_k: int, d: int, n_pairs: int | None = None) -> int:
-    "Forward FLOPs of variant `name`'s attention core; `n_pairs` (default `n_k²`) is the allowed pairs for `triple`."
-    ATTENTIONS[name]  # validates the name
-    if name == 'triple': return 4 * b * h * n_q * (n_k * n_k if n_pairs is None else n_pairs) * d
-    return 4 * b * h * n_q * n_k * d * (2 if name == 'rank1' else 1)
