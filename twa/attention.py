@@ -23,13 +23,12 @@ __all__ = ['EPS', 'LOG2E', 'LN2', 'ATTENTIONS', 'check_layout', 'check_pair', 'c
            'check_pair_mask', 'check_window', 'check_pair_padding', 'allowed_pairs', 'causal_pairs', 'check_triple',
            'triple_attention_ref', 'Step', 'span', 'trimmed', 'pair_steps', 'causal_steps', 'window_steps',
            'plan_steps', 'make_plan', 'mask_free_plan', 'take', 'query_view', 'Workspace', 'operands', 'mul_sum',
-           'add_rows', 'add_product', 'step_keeps', 'as_bias', 'per_row', 'step_logits', 'is_meta', 'offset_exp2',
-           'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward',
-           'TripleChunkedFn', 'use_triton', 'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs',
-           'rank1_attention', 'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention',
-           'StandardAttention', 'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'Attention',
-           'AttentionRegistry', 'register_attention', 'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops',
-           'concat_as_standard']
+           'add_rows', 'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'offset_exp2', 'StepCache',
+           'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward', 'TripleChunkedFn',
+           'use_triton', 'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention',
+           'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention', 'StandardAttention',
+           'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'Attention', 'AttentionRegistry',
+           'register_attention', 'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops', 'concat_as_standard']
 
 # %% ../nbs/00_attention.ipynb #a343dddc
 def check_layout(q: torch.Tensor, **kvs: torch.Tensor) -> int:
@@ -197,13 +196,14 @@ def triple_attention_ref(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=F
 
 # %% ../nbs/00_attention.ipynb #8a1b2c3d
 class Step(NamedTuple):
-    "One unit of chunked work: `T` tiles of `ci` consecutive queries from `i0`, their rows `j` and columns `k`, and the allowed pairs."
+    "One unit of chunked work: `T` tiles of `ci` consecutive queries from `i0`, their rows `j` and columns `k`, the allowed pairs, for a range of heads."
     i0: int
     T: int
     ci: int
     rows: slice | torch.Tensor   # shared by all (a slice), or per query: index tensor [T, ci, R]
     cols: slice | torch.Tensor   # shared by all (a slice), or per tile: index tensor [T, C]
     mask: torch.Tensor | None    # bool, broadcastable to [T, ci, R, C]; None: all allowed
+    heads: slice = slice(None)   # which of the B key/value heads
 
 def span(idx) -> int: return idx.stop - idx.start if isinstance(idx, slice) else idx.shape[-1]
 
@@ -258,7 +258,7 @@ def window_steps(n: int, w1: int, w2: int, pair_mask, ci: int, T: int) -> list:
 
 # %% ../nbs/00_attention.ipynb #2e5f6071
 def plan_steps(B: int, G: int, n_q: int, n1: int, n2: int, pair_mask=None, causal=False, window=None, normalize='keys',
-               chunk_size=None, budget: int = 2 ** 21, device=None) -> list:
+               chunk_size=None, budget: int = 2 ** 20, device=None) -> list:
     "The steps of one call (`B = b·h_kv` key/value heads, `G` query heads each), on `device`; plans without a `pair_mask` are cached."
     args = (B, G, n_q, n1, n2, causal, window, normalize, chunk_size, budget, device)
     return mask_free_plan(*args) if pair_mask is None else make_plan(pair_mask.cpu(), *args)
@@ -268,15 +268,18 @@ def make_plan(pair_mask, B, G, n_q, n1, n2, causal, window, normalize, chunk_siz
     if window is not None:
         w1, w2 = min(window[0], n1), min(window[1], n2)
         ci = cap(16 * math.ceil((w2 + max(1, 128 // (G * w1)) - 1) / 16) - w2 + 1)
-        steps = window_steps(n_q, w1, w2, pair_mask, ci, cap(budget // 4 // (B * G * ci * w1 * (ci + w2 - 1))))   # small steps stay in cache
+        steps, block = window_steps(n_q, w1, w2, pair_mask, ci, cap(budget // 4 // (B * G * ci * w1 * (ci + w2 - 1)))), None
     elif causal:
         ci = cap(64)
-        steps = causal_steps(n_q, pair_mask, ci, cap(budget // (B * G * ci * n2)))
+        R = cap(max(1, 512 // (G * ci)))
+        steps, block = causal_steps(n_q, pair_mask, ci, R), G * ci * R * n2
     else:
-        ci = n_q if normalize == 'queries' else cap(min(n_q, budget // (B * G * n2)))   # 'queries': its softmax needs every query
-        steps = pair_steps(n_q, n1, n2, pair_mask, ci, cap(budget // (B * G * ci * n2)))
+        ci = n_q if normalize == 'queries' else cap(min(n_q, max(1, budget // (G * n2))))   # 'queries': its softmax needs every query
+        R = cap(min(n1, max(1, 512 // (G * ci))))                                    # GEMMs of about 512 rows
+        steps, block = pair_steps(n_q, n1, n2, pair_mask, ci, R), G * ci * R * n2
+    Bc = B if block is None else cap(min(B, max(1, budget // block)))               # heads per step: the rest of the budget
     to = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
-    return [s._replace(rows=to(s.rows), cols=to(s.cols), mask=to(s.mask)) for s in steps]
+    return [s._replace(rows=to(s.rows), cols=to(s.cols), mask=to(s.mask), heads=slice(b0, b0 + Bc)) for b0 in range(0, B, Bc) for s in steps]
 
 @functools.lru_cache(maxsize=64)
 def mask_free_plan(*args) -> list: return make_plan(None, *args)
@@ -291,16 +294,17 @@ def take(t: torch.Tensor, idx, lead: int, out: torch.Tensor | None = None) -> to
     return torch.index_select(t, 1, idx.flatten(), out=out).view(t.shape[0], *idx.shape, *t.shape[2:])
 
 def query_view(x: torch.Tensor, s: Step) -> torch.Tensor:
-    "The step's queries of `x [B, G, n_q, ...]` as a view `[B, T, G, ci, ...]`."
-    v = x[:, :, s.i0:s.i0 + s.T * s.ci]
-    return v.view(*x.shape[:2], s.T, s.ci, *x.shape[3:]).transpose(1, 2)
+    "The step's heads and queries of `x [B, G, n_q, ...]` as a view `[B', T, G, ci, ...]`."
+    v = x[s.heads, :, s.i0:s.i0 + s.T * s.ci]
+    return v.view(*v.shape[:2], s.T, s.ci, *x.shape[3:]).transpose(1, 2)
 
 class Workspace:
     "Flat buffers reused by every step of a call (fresh step-sized tensors cost page faults), each allocated on first use for the largest step."
     BLOCKS, COLUMNS = ('s', 'dp', 'w'), ('k2c', 'v2c', 'csum')                    # logit-sized, column-sized; others are row-sized
     def __init__(self, like: torch.Tensor, steps: list):
-        B, G, d = like.shape[0], like.shape[1], like.shape[-1]
-        sizes = [(B * s.T * G * s.ci * span(s.rows) * d, B * s.T * span(s.cols) * d, B * s.T * G * s.ci * span(s.rows) * span(s.cols)) for s in steps]
+        G, d = like.shape[1], like.shape[-1]
+        sizes = [(B * s.T * G * s.ci * span(s.rows) * d, B * s.T * span(s.cols) * d, B * s.T * G * s.ci * span(s.rows) * span(s.cols))
+                 for s in steps for B in [len(range(like.shape[0])[s.heads])]]
         self.like, self.bufs, self.cap = like, {}, [max(c) for c in zip((0, 0, 0), *sizes)]
     def take(self, name: str, *shape: int) -> torch.Tensor:
         n = math.prod(shape)
@@ -309,13 +313,13 @@ class Workspace:
 
 # %% ../nbs/00_attention.ipynb #4d5e6f70
 def operands(ws: Workspace, s: Step, *kvs: torch.Tensor) -> list:
-    "The step's `k1, v1` rows as `[B, T|1, 1, ci|1, R, d]` and `k2, v2` columns as GEMM operands `[B·T, C, d]` (gathered into `ws`, or views)."
-    k1, v1, k2, v2 = kvs
+    "The step's `k1, v1` rows as `[B', T|1, 1, ci|1, R, d]` and `k2, v2` columns as GEMM operands `[B'·T, C, d]` (gathered into `ws`, or views)."
+    k1, v1, k2, v2 = (t[s.heads] for t in kvs)
     B, d, R, C = k1.shape[0], k1.shape[-1], span(s.rows), span(s.cols)
     rows = [take(t, s.rows, 2, ws.take(name, B, s.T * s.ci * R, d) if isinstance(s.rows, torch.Tensor) else None)[:, :, None]
             for name, t in (('k1r', k1), ('v1r', v1))]
-    cols = [take(t, s.cols, 1, ws.take(name, B, s.T * C, d) if isinstance(s.cols, torch.Tensor) else None).expand(B, s.T, C, d).reshape(B * s.T, C, d)
-            for name, t in (('k2c', k2), ('v2c', v2))]
+    cols = [t[:, s.cols] if isinstance(s.cols, slice) else take(t, s.cols, 1, ws.take(name, B, s.T * C, d)).view(B * s.T, C, d)
+            for name, t in (('k2c', k2), ('v2c', v2))]                         # a slice: one tile, T = 1
     return rows + cols
 
 def mul_sum(ws: Workspace, a, b, dims, out=None) -> torch.Tensor:
@@ -337,7 +341,7 @@ def add_product(ws: Workspace, dst, idx, a, b):
 # %% ../nbs/00_attention.ipynb #7da4b5c6
 def step_keeps(s: Step, pads) -> list:
     "Which pairs step `s` may use: bool masks, each broadcastable to its logits `[B, T, G, ci, R, C]` (its mask, the key padding)."
-    p1, p2 = pads
+    p1, p2 = (None if p is None else p[s.heads] for p in pads)
     return [m for m in (None if s.mask is None else s.mask[None, :, None],
                         None if p1 is None else take(p1, s.rows, 2)[:, :, None, :, :, None],
                         None if p2 is None else take(p2, s.cols, 1)[:, :, None, None, None, :]) if m is not None]
@@ -346,19 +350,13 @@ def as_bias(keep: torch.Tensor, dtype) -> torch.Tensor:
     "0 where `keep`, -inf elsewhere: added to logits, much faster than a broadcast `masked_fill_`."
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float('-inf'))
 
-def per_row(x: torch.Tensor, R: int) -> torch.Tensor:
-    "A per-query `[B, T, G, ci]` value repeated for each of `R` rows: `[B·T, G·ci·R, 1]`, to broadcast over columns."
-    B, T = x.shape[:2]
-    return x[..., None].expand(*x.shape, R).reshape(B * T, -1, 1)
-
 def step_logits(ws: Workspace, s: Step, q, k1r, k2c, keeps, offset=None):
     "Base-2 logits of step `s` minus a per-query `offset`, `[B, T, G, ci, R, C]` (-inf where not allowed), and the GEMM rows `q ⊙ k1` `[B·T, G·ci·R, d]`."
     B, T, G, ci, d = q.shape
     R, C = k1r.shape[-2], k2c.shape[1]
     qk1 = torch.mul(q[..., None, :], k1r, out=ws.take('qk1', B, T, G, ci, R, d)).view(B * T, -1, d)
-    out, k2t = ws.take('s', B * T, G * ci * R, C), k2c.transpose(1, 2)
-    lg = torch.bmm(qk1, k2t, out=out) if offset is None else torch.baddbmm(per_row(-offset, R), qk1, k2t, out=out)
-    lg = lg.view(B, T, G, ci, R, C)
+    lg = torch.bmm(qk1, k2c.transpose(1, 2), out=ws.take('s', B * T, G * ci * R, C)).view(B, T, G, ci, R, C)
+    if offset is not None: lg.sub_(offset[..., None, None])
     for keep in keeps: lg.add_(as_bias(keep, lg.dtype))
     return lg, qk1
 
@@ -397,7 +395,7 @@ def forward_keys(qs, k1, k2, v1, v2, steps, pads, cache=None):
         k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
         keeps = step_keeps(s, pads)
         p, lc, m_new = offset_exp2(lambda off: step_logits(ws, s, q, k1r, k2c, keeps, off)[0], mi)
-        rows = (B * s.T, math.prod(p.shape[2:5]), d)                             # [B·T, G·ci·R, d]
+        rows = (p.shape[0] * s.T, math.prod(p.shape[2:5]), d)                    # [B'·T, G·ci·R, d]
         pv2 = torch.bmm(p.view(*rows[:2], -1), v2c, out=cache.slot(*rows) if cache is not None else ws.take('pv', *rows))
         if cache is not None: cache.append((pv2, m_new.clone()))
         alpha = (mi - m_new).exp2().nan_to_num(0.0)                              # -inf - -inf: nothing accumulated yet
@@ -428,7 +426,7 @@ def forward_queries(qs, k1, k2, v1, v2, steps, pads, cache=None):
         k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
         lg = step_logits(ws, s, q, k1r, k2c, [])[0]
         _, w = competition(lg, step_keeps(s, pads), ws.take('w', *lg.shape))
-        rows = (B * s.T, math.prod(w.shape[2:5]), d)
+        rows = (w.shape[0] * s.T, math.prod(w.shape[2:5]), d)
         pv2 = torch.bmm(w.view(*rows[:2], -1), v2c, out=cache.slot(*rows) if cache is not None else ws.take('pv', *rows))
         if cache is not None: cache.append((pv2, None))
         query_view(num, s).add_(mul_sum(ws, pv2.view(*w.shape[:-1], d), v1r, 4))
@@ -437,7 +435,7 @@ def forward_queries(qs, k1, k2, v1, v2, steps, pads, cache=None):
 
 # %% ../nbs/00_attention.ipynb #074e5f60
 def step_grads(normalize: str, lg, dp, keeps: list, ws: Workspace):
-    "The weights of a step's values and the gradient of its base-2 logits, from logits `lg` and `dp = ln2 dW` (both overwritten)."
+    "The weights of a step's values and the gradient of its logits, from logits `lg` and the weights' gradient `dp` (both overwritten)."
     if normalize == 'keys':
         p = lg.exp2_()                                                           # P = 2^(s - lse)
         return p, dp.mul_(p)
@@ -451,37 +449,36 @@ def triple_backward(do, qs, k1, k2, v1, v2, o, stat, steps, pads, normalize='key
     """Recomputing backward: gradients w.r.t. the base-2-scaled `qs` and `k1`, `k2`, `v1`, `v2`; `stat` is the base-2
     log-sum-exp (`normalize='keys'`) or the weight sums (`'queries'`)."""
     B, G, nq, d = qs.shape
-    if normalize == 'queries': do = safe_div(do, stat[..., None])             # o = N / Σ W: the gradient of the numerator N
-    D = (do * o).sum(-1) * LN2                                                 # [B, G, n_q]: ln2 Δ_i
+    keys = normalize == 'keys'
+    if not keys: do = safe_div(do, stat[..., None])                            # o = N / Σ W: the gradient of the numerator N
+    D = (do * o).sum(-1)                                                       # [B, G, n_q]: Δ_i
     dqs, dk1, dk2, dv1, dv2 = map(torch.zeros_like, (qs, k1, k2, v1, v2))
     ws = Workspace(qs, steps)
     for n, s in enumerate(steps):
         q, g, Dq, st = (query_view(t, s) for t in (qs, do, D, stat))
         k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
-        keeps, keys = step_keeps(s, pads), normalize == 'keys'
+        keeps = step_keeps(s, pads)
         lg, qk1 = step_logits(ws, s, q, k1r, k2c, keeps if keys else [], st if keys else None)
-        shape, R = lg.shape, lg.shape[4]
-        dov1 = torch.mul(g[..., None, :], v1r, out=ws.take('dov1', *shape[:5], d)).view(B * s.T, -1, d)      # dO_i ⊙ v1_j
-        dp = torch.baddbmm(per_row(-Dq, R), dov1, v2c.transpose(1, 2), alpha=LN2, out=ws.take('dp', B * s.T, dov1.shape[1], shape[-1]))
-        p, ds = step_grads(normalize, lg, dp.view(shape), keeps, ws)
-        p, ds = p.view(dp.shape), ds.view(dp.shape)                              # [B·T, G·ci·R, C]
+        dov1 = torch.mul(g[..., None, :], v1r, out=ws.take('dov1', *lg.shape[:5], d)).view(qk1.shape)      # dO_i ⊙ v1_j
+        dp = torch.bmm(dov1, v2c.transpose(1, 2), out=ws.take('dp', *qk1.shape[:2], lg.shape[-1])).view(lg.shape).sub_(Dq[..., None, None])
+        p, ds = (t.view(*qk1.shape[:2], -1) for t in step_grads(normalize, lg, dp, keeps, ws))    # [B·T, G·ci·R, C]
         if cache is not None: pv2, off = cache[n]                                # P @ V2 from the forward, at its offset
-        else: pv2, off = torch.bmm(p, v2c, out=ws.take('pv', *dov1.shape)), None
+        else: pv2, off = torch.bmm(p, v2c, out=ws.take('pv', *qk1.shape)), None
         gv = g if off is None or not keys else g * (off - st).exp2()[..., None]
-        add_rows(ws, dv1, s.rows, pv2.view(*shape[:5], d), gv[..., None, :])     # Σ_i dO_i ⊙ (P_ij: @ V2)
-        add_product(ws, dv2, s.cols, p.transpose(1, 2), dov1)                    # Σ_ij P_ijk (dO_i ⊙ v1_j)
-        dsk2 = torch.bmm(ds, k2c, out=ws.take('pv', *dov1.shape)).view(*shape[:5], d)   # Σ_k dS_ijk k2_k
+        add_rows(ws, dv1[s.heads], s.rows, pv2.view(*lg.shape[:5], d), gv[..., None, :])  # Σ_i dO_i ⊙ (P_ij: @ V2)
+        add_product(ws, dv2[s.heads], s.cols, p.transpose(1, 2), dov1)           # Σ_ij P_ijk (dO_i ⊙ v1_j)
+        dsk2 = torch.bmm(ds, k2c, out=ws.take('pv', *qk1.shape)).view(*lg.shape[:5], d)   # Σ_k dS_ijk k2_k
         query_view(dqs, s).add_(mul_sum(ws, dsk2, k1r, 4))
-        add_rows(ws, dk1, s.rows, dsk2, q[..., None, :])
-        add_product(ws, dk2, s.cols, ds.transpose(1, 2), qk1)                    # Σ_ij dS_ijk (q_i ⊙ k1_j)
-    return dqs, dk1, dk2, dv1, dv2
+        add_rows(ws, dk1[s.heads], s.rows, dsk2, q[..., None, :])
+        add_product(ws, dk2[s.heads], s.cols, ds.transpose(1, 2), qk1)           # Σ_ij dS_ijk (q_i ⊙ k1_j)
+    return dqs.mul_(LN2), dk1.mul_(LN2), dk2.mul_(LN2), dv1, dv2                 # the logits are base 2: d/ds = ln2 d/dlogit
 
 # %% ../nbs/00_attention.ipynb #58288ea4
 class TripleChunkedFn(torch.autograd.Function):
     "Chunked 2-simplicial attention on flattened tensors: `qs [B, G, n_q, d]` scaled by `scale·log2(e)`, keys and values `[B, n, d]`."
     @staticmethod
     def forward(ctx, qs, k1, k2, v1, v2, steps, pads, normalize):
-        rows = sum(qs.shape[0] * s.T * qs.shape[1] * s.ci * span(s.rows) * qs.shape[-1] for s in steps)   # P @ V2 of every step
+        rows = sum(len(range(qs.shape[0])[s.heads]) * s.T * qs.shape[1] * s.ci * span(s.rows) * qs.shape[-1] for s in steps)   # P @ V2 of every step
         keep = ctx.needs_input_grad[3] and rows <= 4 * sum(t.numel() for t in (qs, k1, k2, v1, v2))
         cache = StepCache(qs, rows) if keep else None
         o, stat = (forward_keys if normalize == 'keys' else forward_queries)(qs, k1, k2, v1, v2, steps, pads, cache)
