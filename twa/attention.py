@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_attention.ipynb #825c3d54
 from __future__ import annotations
-import functools, importlib.util, math, os
+import functools, importlib.util, inspect, math, os
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 import torch
@@ -27,7 +27,8 @@ __all__ = ['EPS', 'LOG2E', 'LN2', 'ATTENTIONS', 'check_layout', 'check_pair', 'c
            'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward', 'TripleChunkedFn',
            'use_triton', 'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention',
            'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention', 'StandardAttention',
-           'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'Attention', 'AttentionRegistry',
+           'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'expand_heads', 'attention_weights',
+           'standard_attention_map', 'pair_diagonals', 'triple_attention_map', 'Attention', 'AttentionRegistry',
            'register_attention', 'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops', 'concat_as_standard']
 
 # %% ../nbs/00_attention.ipynb #a343dddc
@@ -571,38 +572,97 @@ class CrossAttention(nn.Module):
 
     def heads_of(self, t): return rearrange(t, 'b n (h d) -> b n h d', h=self.heads)
 
-    def forward(self, x, context, pair_mask=None, normalize='keys'):
+    def forward(self, x, context, pair_mask=None, normalize='keys', return_map=False):
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be [b, n_q, dim={self.dim}], got {tuple(x.shape)}")
         if context.ndim != 3 or context.shape[-1] != self.context_dim or context.shape[0] != x.shape[0]:
             raise ValueError(f"context must be [b={x.shape[0]}, n_k, context_dim={self.context_dim}], got {tuple(context.shape)}")
         q = self.heads_of(self.to_q(x))                                               # [b, n_q, h, d]
         kv = [self.heads_of(proj(context)) for proj in self.to_kv]                    # [b, n_k, h, width / h] each
-        return self.to_out(rearrange(self.attend(q, *kv, pair_mask=pair_mask, normalize=normalize), 'b n h d -> b n (h d)'))
+        if not return_map: return self.to_out(rearrange(self.attend(q, *kv, pair_mask=pair_mask, normalize=normalize), 'b n h d -> b n (h d)'))
+        if 'return_map' not in inspect.signature(self.attend).parameters:
+            raise ValueError(f"{type(self).__name__} returns no attention map: its attend() takes no return_map (see 'Attention maps' in 00_attention)")
+        o, amap = self.attend(q, *kv, pair_mask=pair_mask, normalize=normalize, return_map=True)     # [b, n_q, h, d], [b, n_q, n_k]
+        return self.to_out(rearrange(o, 'b n h d -> b n (h d)')), amap
 
 # %% ../nbs/00_attention.ipynb #0a1b2c3e
 class StandardAttention(CrossAttention):
     "Multi-head softmax cross-attention."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim, dim))
-    def attend(self, q, k, v, pair_mask=None, normalize='keys'): return standard_attention(q, k, v, normalize=normalize)
+    def attend(self, q, k, v, pair_mask=None, normalize='keys', return_map=False):
+        return (standard_attention_map if return_map else standard_attention)(q, k, v, normalize=normalize)
 
 class TripleAttention(CrossAttention):
     "Multi-head 2-simplicial cross-attention: each query attends to pairs of context items."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim,) * 4)
-    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'):
-        return triple_attention(q, k1, k2, v1, v2, pair_mask=pair_mask, normalize=normalize)
+    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys', return_map=False):
+        return (triple_attention_map if return_map else triple_attention)(q, k1, k2, v1, v2, pair_mask=pair_mask, normalize=normalize)
 
 class ConcatAttention(CrossAttention):
     "The seed's layer: half-width K1, K2 (and V1, V2) split into heads and concatenated inside each head, then standard attention."
     def __init__(self, dim, heads, context_dim=None):
         if dim % (2 * heads): raise ValueError(f"concat attention splits K1 and K2 (width dim/2) into heads: dim={dim} must be divisible by 2·heads={2 * heads}")
         super().__init__(dim, heads, context_dim, (dim // 2,) * 4)
-    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'): return concat_attention(q, k1, k2, v1, v2, normalize=normalize)
+    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys', return_map=False):
+        if return_map: return standard_attention_map(q, torch.cat([k1, k2], -1), torch.cat([v1, v2], -1), normalize=normalize)
+        return concat_attention(q, k1, k2, v1, v2, normalize=normalize)
 
 class Rank1Attention(CrossAttention):
     "Control: `softmax(q·k1)V1 ⊙ softmax(q·k2)V2`, multiplicative values without pair coupling."
     def __init__(self, dim, heads, context_dim=None): super().__init__(dim, heads, context_dim, (dim,) * 4)
-    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys'): return rank1_attention(q, k1, k2, v1, v2, normalize=normalize)
+    def attend(self, q, k1, k2, v1, v2, pair_mask=None, normalize='keys', return_map=False):
+        if not return_map: return rank1_attention(q, k1, k2, v1, v2, normalize=normalize)
+        (o1, m1), (o2, m2) = (standard_attention_map(q, k, v, normalize=normalize) for k, v in ((k1, v1), (k2, v2)))
+        return o1 * o2, (m1 + m2) / 2
+
+# %% ../nbs/00_attention.ipynb #60c30c01
+def expand_heads(t: torch.Tensor, h: int) -> torch.Tensor:
+    "Key/value heads `[b, n, h_kv, d]` repeated for the `h` query heads that share them (`h % h_kv == 0`)."
+    return t.repeat_interleave(h // t.shape[2], 2)
+
+def attention_weights(logits: torch.Tensor, normalize: str, allowed=None) -> torch.Tensor:
+    "Weights `[b, h, n_q, T]` from logits over `T` keys (or pairs), summing to 1 per query (0 where a query has nothing allowed)."
+    if allowed is not None: logits = logits.masked_fill(~allowed, float('-inf'))
+    if normalize == 'keys': return logits.softmax(-1).nan_to_num(0.0)
+    w = logits.softmax(-2).nan_to_num(0.0) + EPS                                  # competition: softmax over the queries
+    if allowed is not None: w = w * allowed
+    return safe_div(w, w.sum(-1, keepdim=True))
+
+def standard_attention_map(q, k, v, scale=None, normalize='keys'):
+    "`standard_attention` with explicit weights: `(out [b, n_q, h, d], map [b, n_q, n_k])`."
+    check_layout(q, k=k, v=v); check_pair('k', k, 'v', v); check_normalize(normalize)
+    k, v = expand_heads(k, q.shape[2]), expand_heads(v, q.shape[2])
+    s = q.shape[-1] ** -0.5 if scale is None else scale
+    w = attention_weights(torch.einsum('bihd,bjhd->bhij', q, k) * s, normalize)   # [b, h, n_q, n_k]
+    return torch.einsum('bhij,bjhd->bihd', w, v), w.mean(1)
+
+# %% ../nbs/00_attention.ipynb #1bb8d422
+def pair_diagonals(n: int, pair_mask=None, device=None):
+    "The allowed pairs `(j, k = j + δ)` as diagonals: `[(δ, lo, hi)]` (rows `j` in `[lo, hi)`) for each `δ` holding one, and per entry its `j`, its `k` and whether it is allowed."
+    ok = torch.ones(n, n, dtype=torch.bool, device=device) if pair_mask is None else pair_mask.to(device)
+    diags, js, allowed = [], [], []
+    for delta in range(-n + 1, n):
+        lo, hi = max(0, -delta), min(n, n - delta)
+        rows = torch.arange(lo, hi, device=ok.device)
+        valid = ok[rows, rows + delta]
+        if valid.any(): diags.append((delta, lo, hi)); js.append(rows); allowed.append(valid)
+    j = torch.cat(js)
+    return diags, j, j + torch.cat([torch.full((hi - lo,), d, device=ok.device) for d, lo, hi in diags]), torch.cat(allowed)
+
+def triple_attention_map(q, k1, k2, v1, v2, pair_mask=None, scale=None, normalize='keys'):
+    "`triple_attention` over the allowed pairs laid out along their diagonals, with explicit weights: `(out [b, n_q, h, d], map [b, n_q, n])`; needs `n_1 == n_2`."
+    check_triple(q, k1, k2, v1, v2, pair_mask, False, None, None, normalize)
+    b, nq, h, d = q.shape
+    n = k1.shape[1]
+    if k2.shape[1] != n: raise ValueError(f"an attention map needs one context: n_1 == n_2, got {n} and {k2.shape[1]}")
+    diags, j, k, allowed = pair_diagonals(n, pair_mask, q.device)
+    k1, k2, v1, v2 = (expand_heads(t, h) for t in (k1, k2, v1, v2))
+    along = lambda a, c: torch.cat([a[:, lo:hi] * c[:, lo + dl:hi + dl] for dl, lo, hi in diags], 1)   # [b, P, h, d], slices only
+    s = d ** -0.5 if scale is None else scale
+    w = attention_weights(torch.einsum('bihd,bphd->bhip', q, along(k1, k2)) * s, normalize, allowed)   # [b, h, n_q, P]
+    out = torch.einsum('bhip,bphd->bihd', w, along(v1, v2))
+    marginals = w.new_zeros(b, h, nq, n).index_add(-1, j, w) + w.new_zeros(b, h, nq, n).index_add(-1, k, w)
+    return out, marginals.mean(1) / 2
 
 # %% ../nbs/00_attention.ipynb #fa57933f
 @dataclass(frozen=True)
