@@ -1,11 +1,11 @@
-# twa: `make test` (the CI command), `make reports` (the main job), `make lab`.
+# twa: `make test` (the CI command), `make reports` (the main job), `make train`, `make lab`.
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The CPU build that lies on these machines' disk; a bare `torch` could pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 SHELL  := /bin/bash
 
-.PHONY: install test export-check readme lab reports clean
+.PHONY: install test export-check readme lab train reports clean
 
 install: $(VENV)/.installed
 
@@ -37,31 +37,46 @@ test: export-check
 	else echo "nbdev_test: notebooks failed (see above)"; exit 1; fi
 	$(TEST_ENV) $(BIN)/python -m pytest -q tests
 
-## The main job: every variant x seed through papermill, then the comparison, then HTML copies.
-## A run whose eval.json says "finished" is skipped, so an interrupted `make reports` continues where it stopped.
-VARIANTS ?= standard standard_pm triple concat rank1
+PM := $(BIN)/papermill --no-progress-bar --log-output
+
+## One run as a report notebook, progress in the terminal: make train ATTENTION=triple [SEED=1] [PRESET=smoke] [ARGS='-p steps 600']
+ATTENTION ?= triple
+SEED      ?= 0
+PRESET    ?= cpu
+train: install
+	@mkdir -p reports
+	$(PM) nbs/train.ipynb reports/train_$(ATTENTION)_s$(SEED).ipynb -p attention $(ATTENTION) -p seed $(SEED) -p preset $(PRESET) -p progress log $(ARGS)
+
+## The main job: a learning-rate sweep per variant, every variant x seed through papermill at its chosen rate, the comparison,
+## then HTML copies without code. An interrupted `make reports` continues where it stopped (finished runs are read back, not
+## retrained); a finished run made by other code or settings is refused with a message, never overwritten.
+VARIANTS ?= $(shell $(BIN)/python -c "from twa.variants import VARIANTS; print(' '.join(VARIANTS))" 2>/dev/null)
 SEEDS    ?= 0 1 2
-PRESET   ?= cpu
-STEPS    ?= 300
-PM       := $(BIN)/papermill --log-level WARNING --no-progress-bar
+ONE_SEED ?= concat
+LRS      ?= 5e-4 1e-3 2e-3
+SWEEP    ?= 0.25
 
 reports: install
-	@mkdir -p reports runs
-	@start=$$(date +%s); \
-	for v in $(VARIANTS); do for s in $(SEEDS); do \
-	  run=runs/$${v}_s$$s; \
-	  if $(BIN)/python -c "import json,sys; sys.exit(json.load(open('$$run/eval.json'))['status'] != 'finished')" 2>/dev/null; then \
-	    echo "skip $$run (finished)"; continue; fi; \
-	  echo "train $$run"; \
-	  $(PM) nbs/train.ipynb reports/train_$${v}_s$$s.ipynb -p attention $$v -p seed $$s -p preset $(PRESET) -p steps $(STEPS) \
-	    -p run_dir $$run -p resume True -p progress text || exit 1; \
-	done; done; \
+	@mkdir -p reports runs; start=$$(date +%s); \
+	$(BIN)/python -c "import sys; from twa.train import check_runs; sys.exit(check_runs('runs/*', 'runs/sweep/*'))" || exit 1; \
+	echo "sweep: $(VARIANTS) at lr $(LRS), $(SWEEP) of the $(PRESET) preset's steps"; \
+	$(BIN)/twa-sweep --variants $(VARIANTS) --lrs $(LRS) --preset $(PRESET) --fraction $(SWEEP) --out runs/sweep || exit 1; \
+	cp runs/sweep/lr_sweep.csv reports/lr_sweep.csv; \
+	for v in $(VARIANTS); do \
+	  lr=$$($(BIN)/python -c "import json; print(json.load(open('runs/sweep/chosen.json'))['$$v'])"); \
+	  seeds="$(SEEDS)"; if [[ " $(ONE_SEED) " == *" $$v "* ]]; then seeds=$${seeds%% *}; fi; \
+	  for s in $$seeds; do \
+	    echo "train runs/$${v}_s$$s (lr $$lr)"; \
+	    $(PM) nbs/train.ipynb reports/train_$${v}_s$$s.ipynb -p attention $$v -p seed $$s -p preset $(PRESET) -p lr $$lr \
+	      -p run_dir runs/$${v}_s$$s -p resume True -p progress log || exit 1; \
+	  done; done; \
 	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob 'runs/*' || exit 1; \
-	$(BIN)/jupyter nbconvert --log-level=ERROR --to html reports/*.ipynb --output-dir reports/html || exit 1; \
+	$(BIN)/jupyter nbconvert --log-level=ERROR --to html --no-input reports/*.ipynb --output-dir reports/html || exit 1; \
 	echo "reports: done in $$(( $$(date +%s) - start )) s"
 
+## JupyterLab on the repository root (nbs/ and reports/), bound to localhost with its token; as root it needs --allow-root.
 lab: install
-	$(BIN)/jupyter lab nbs
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean:
 	rm -rf _proc _docs .pytest_cache

@@ -18,6 +18,7 @@ buffers leave the resident set).
 """
 import argparse, json, os, random, statistics, subprocess, sys, time
 import torch
+from common import interleaved_times, median_spread
 import torch.nn.functional as F
 from twa.attention import attention_flops, causal_pairs, standard_attention, triple_attention, triple_attention_ref
 
@@ -31,15 +32,8 @@ def standard_size(n): return dict(b=16, h=4, nq=8, n=n, d=64, window=None)
 
 
 def timeit(fns: dict, min_time=0.5, warmup=2):
-    "Median seconds per call of each of `fns`, interleaved round by round (in a shuffled order) so that noise hits all alike."
-    for fn in fns.values():
-        for _ in range(warmup): fn()
-    times, start, order = {k: [] for k in fns}, time.perf_counter(), list(fns)
-    while time.perf_counter() - start < min_time * len(fns) or min(map(len, times.values())) < 5:
-        random.shuffle(order)                     # no case always runs right after the cache-flushing matmul
-        for k in order:
-            t0 = time.perf_counter(); fns[k](); times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    "Median seconds per call of each of `fns`, interleaved round by round (bench/common.py)."
+    return {k: statistics.median(v) for k, v in interleaved_times(fns, rounds=5, min_time=min_time, warmup=warmup).items()}
 
 
 def run_case(impl, shape, backward):
@@ -99,7 +93,7 @@ def measure(rounds, min_time):
     return rows, matmul
 
 
-def spread(v): return dict(median=statistics.median(v), low=min(v), high=max(v))
+def spread(v): return dict(zip(('median', 'low', 'high'), median_spread(v)))
 
 
 def main():

@@ -25,9 +25,12 @@ import torch
 
 from twa.data import (ShapesDataset, OpenVidDataset, VideoFolderDataset, write_openvid_parquet, frames_array, collate,
                       prepare_openvid)
-from twa.model import SlotBasedVideoModel, model_config
+from twa.config import run_config
+from twa.model import SlotBasedVideoModel
+from common import interleaved_times, median_spread, train_step
 
-T, SIZE = 8, 64                 # cpu preset clips
+CPU = run_config('standard', 'cpu').model
+T, SIZE = CPU.num_frames, CPU.image_size      # cpu preset clips
 PT, PSIZE = 16, 224             # paper preset clips
 
 
@@ -38,13 +41,8 @@ def clips_per_s(ds, n):
 
 
 def median_rate(read, n, reps=5):
-    "Median over `reps` passes of clips/s of `read(i)` for i < n."
-    rates = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for i in range(n): read(i)
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    "Median over `reps` passes of clips/s of `read(i)` for i < n (bench/common.py)."
+    return n / median_spread(interleaved_times({'pass': lambda: [read(i) for i in range(n)]}, rounds=reps, warmup=0)['pass'])[0]
 
 
 def write_shard(path, rows, row_group_size, seed=0):
@@ -91,13 +89,10 @@ def write_videos(folder, n=10, frames=48, size=128):
 def cpu_preset(res, tmp, shard_gb):
     "Sources at the cpu preset on one core, a cpu-preset training step on all threads, and the source reader's memory."
     threads = torch.get_num_threads()
-    model = SlotBasedVideoModel(model_config('cpu'))
-    opt = torch.optim.AdamW(model.parameters())
+    model = SlotBasedVideoModel(CPU)
     video = collate([ShapesDataset('train', T, SIZE)[i] for i in range(8)])['video']
-    for i in range(4):
-        if i == 1: t0 = time.perf_counter()
-        loss = (model(video)[0] - video).square().mean(); opt.zero_grad(); loss.backward(); opt.step()
-    res['train_clips_per_s'] = 8 * 3 / (time.perf_counter() - t0)
+    step = median_spread(interleaved_times({'step': train_step(model, torch.optim.AdamW(model.parameters()), video)}, rounds=3, warmup=1)['step'])[0]
+    res['train_clips_per_s'] = 8 / step
     torch.set_num_threads(1)
     res['shapes_clips_per_s'] = clips_per_s(ShapesDataset('train', T, SIZE), 2000)
     small = tmp / 'small'; small.mkdir()

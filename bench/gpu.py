@@ -16,7 +16,10 @@ if SMOKE and not os.environ.get('CUDA_VISIBLE_DEVICES') and not __import__('shut
 import torch
 import torch.nn.functional as F
 from twa.attention import attention_flops, causal_pairs, flash_attn_func, triple_attention
-from twa.model import VARIANTS, SlotBasedVideoModel, variant_config
+from twa.config import run_config
+from twa.model import SlotBasedVideoModel
+from twa.variants import VARIANTS
+from common import interleaved_times, median_spread, peak_memory_mb, train_step
 
 DEV = 'cuda' if torch.cuda.is_available() else 'cpu'
 DT = torch.bfloat16 if DEV == 'cuda' else torch.float32
@@ -27,11 +30,8 @@ def sync():
 
 
 def timeit(fn, reps):
-    fn(); sync()
-    t0 = time.perf_counter()
-    for _ in range(reps): fn()
-    sync()
-    return (time.perf_counter() - t0) / reps
+    "Median seconds per call of `fn` over `reps` calls (bench/common.py, synchronising CUDA)."
+    return median_spread(interleaved_times({'f': fn}, rounds=reps, sync=sync)['f'])[0]
 
 
 def attention_rows(b, h, nq, n, d, reps, window=None):
@@ -59,18 +59,13 @@ def train_rows(preset, batch, steps):
     "Step time and peak memory of a few training steps of `preset` per variant (bf16 autocast on CUDA)."
     rows = []
     for variant in VARIANTS:
-        cfg = variant_config(variant, preset)
+        cfg = run_config(variant, preset).model
         model = SlotBasedVideoModel(cfg).to(DEV)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         video = torch.rand(batch, cfg.num_frames, 3, cfg.image_size, cfg.image_size, device=DEV)
         if DEV == 'cuda': torch.cuda.reset_peak_memory_stats()
-        def step():
-            with torch.autocast(DEV, dtype=torch.bfloat16, enabled=DEV == 'cuda'):
-                loss = F.mse_loss(model(video)[0].float(), video)
-            opt.zero_grad(); loss.backward(); opt.step()
-        sec = timeit(step, steps)
-        rows.append(dict(variant=variant, step_s=sec, peak_gb=torch.cuda.max_memory_allocated() / 2 ** 30 if DEV == 'cuda' else float('nan')))
-        del model, opt
+        sec = timeit(train_step(model, torch.optim.AdamW(model.parameters(), lr=1e-4), video, amp=DEV == 'cuda'), steps)
+        rows.append(dict(variant=variant, step_s=sec, peak_gb=peak_memory_mb(DEV) / 1024 if DEV == 'cuda' else float('nan')))
+        del model
     return rows
 
 

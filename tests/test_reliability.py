@@ -13,7 +13,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SMOKE = ['--preset', 'smoke', '--batch-size', '2', '--val-clips', '2', '--test-clips', '2', '--eval-every', '3', '--warmup', '1']
+SMOKE = ['--preset', 'smoke', '--batch-size', '2', '--val-clips', '2', '--test-clips', '2', '--eval-every', '3', '--warmup', '1', '--progress', 'off']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
@@ -43,12 +43,12 @@ def assert_same_run(a, b):
 
 KILLER = """
 import os, signal
-from twa.model import variant_config
-from twa.train import Trainer, TrainConfig
-cfg = TrainConfig(run_dir={run_dir!r}, steps=6, batch_size=2, val_clips=2, test_clips=2, eval_every=3, warmup=1, ckpt_every={ckpt_every})
+from twa.config import run_config
+from twa.train import Trainer
+run = run_config('standard', 'smoke', run_dir={run_dir!r}, steps=6, batch_size=2, val_clips=2, test_clips=2, eval_every=3, warmup=1, ckpt_every={ckpt_every})
 class Killed(Trainer):
     {body}
-Killed(variant_config('standard', 'smoke'), cfg, progress='off').fit()
+Killed(run, progress='off').fit()
 """
 
 
@@ -87,7 +87,7 @@ def test_kill_during_checkpoint_write_keeps_previous(reference, tmp_path):
     assert out.returncode == -signal.SIGKILL
     assert [p.name for p in sorted(d.glob('ckpt_*.pt'))] == ['ckpt_00000002.pt']   # the half-written file never got its name
     assert len(list(d.glob('.ckpt_*.tmp'))) == 1                                   # it is left under a temporary name
-    torch.load(d / 'ckpt_00000002.pt', weights_only=False)                          # the previous one loads
+    torch.load(d / 'ckpt_00000002.pt', weights_only=True)                           # the previous one loads
     train(d, '--steps', '6', '--ckpt-every', '2', '--resume')
     assert_same_run(reference, d)
     assert list(d.glob('.ckpt_*.tmp')) == []                                       # resume removed the leftover
@@ -99,11 +99,11 @@ def test_truncated_checkpoint_is_reported_and_skipped(reference, tmp_path):
     shutil.copytree(reference, d)
     newest = d / 'ckpt_00000006.pt'
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    from twa.model import variant_config
-    from twa.train import Trainer, TrainConfig
-    cfg = TrainConfig(run_dir=str(d), steps=6, batch_size=2, val_clips=2, test_clips=2, eval_every=3, warmup=1, ckpt_every=2)
+    from twa.config import run_config
+    from twa.train import Trainer
+    run = run_config('standard', 'smoke', run_dir=str(d), steps=6, batch_size=2, val_clips=2, test_clips=2, eval_every=3, warmup=1, ckpt_every=2)
     with pytest.warns(UserWarning, match='ckpt_00000006.pt is unreadable'):
-        t = Trainer(variant_config('standard', 'smoke'), cfg, resume=True, progress='off')
+        t = Trainer(run, resume=True, progress='off')
     assert t.start_step == 4
 
 
@@ -118,7 +118,7 @@ def test_disk_full_is_clear_and_loses_nothing(tmp_path):
     out = run_script(KILLER.format(run_dir=str(d), ckpt_every=2, body=body))
     assert out.returncode == 1 and 'No space left on device' in out.stderr
     assert [p.name for p in d.iterdir() if p.name.endswith('.tmp')] == []          # the temporary file was removed
-    assert torch.load(d / 'ckpt_00000002.pt', weights_only=False)['step'] == 2
+    assert torch.load(d / 'ckpt_00000002.pt', weights_only=True)['step'] == 2
     assert len(pd.read_parquet(d / 'metrics.parquet')) == 2
     assert not (d / 'lock').exists()                                                # the folder is free to resume
 
@@ -159,20 +159,22 @@ def make_two_videos(d):
     for g in range(3):
         with av.open(str(d / f'v{g}.mp4'), 'w') as c:
             s = c.add_stream('libx264', rate=8); s.height = s.width = 16; s.pix_fmt = 'yuv420p'
-            for _ in range(4):
+            for _ in range(6):
                 for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format='rgb24')): c.mux(p)
             for p in s.encode(): c.mux(p)
     return d
 
 BAD = {
-    'unknown attention': (dict(attention='quad'), "unknown attention 'quad'"),
+    'unknown attention': (dict(attention='quad'), "unknown variant 'quad'"),
+    'misspelled parameter': (dict(step=30), "unknown setting(s) ['step']; valid names: model:"),
+    'wrong type': (dict(num_slots='six'), "model.num_slots must be int, got 'six'"),
     'unknown preset': (dict(preset='huge'), "unknown preset 'huge'"),
     'unknown dataset': (dict(dataset='kinetics'), "unknown dataset 'kinetics'"),
-    'negative steps': (dict(steps=-5), "steps must be a positive integer, got -5"),
+    'negative steps': (dict(steps=-5), "steps must be >= 1, got -5"),
     'empty data_dir': (dict(dataset='openvid', data_dir='EMPTY'), "no files matching train-*.parquet"),
     'missing data_dir': (dict(dataset='openvid', data_dir='MISSING'), "needs data_dir, a folder that exists"),
     'corrupt files only': (dict(dataset='openvid', data_dir='CORRUPT'), "no readable rows for split 'train'"),
-    'batch larger than data': (dict(dataset='videos', data_dir='VIDEOS', batch_size=4), "fewer than one global batch"),
+    'batch larger than data': (dict(dataset='videos', data_dir='VIDEOS', batch_size=4), "fewer than one global batch (4 x 1 ranks); lower batch_size. Found: videos: 3 clips"),
     'patch size not dividing the frame': (dict(patch_size=5), "patch_size=5 does not divide image_size=16"),
 }
 
@@ -204,3 +206,22 @@ def test_other_configs_checkpoint_is_refused_through_papermill(tmp_path):
                             kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
     assert "written by another configuration (model.attention: 'standard' -> 'triple'" in str(err.value.evalue)
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before   # the earlier run is untouched
+
+
+def test_rerunning_a_papermill_run_speaks_papermill(tmp_path):
+    "A second run of the same command says how to resume in papermill's terms, and leaves the first run as it was."
+    import papermill as pm
+    run = tmp_path / 'run'
+    params = dict(preset='smoke', steps=2, run_dir=str(run), progress='off', attention='standard')
+    pm.execute_notebook(str(ROOT / 'nbs' / 'train.ipynb'), str(tmp_path / 'ok.ipynb'), parameters=params, kernel_name='python3',
+                        progress_bar=False, cwd=str(tmp_path))
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(ROOT / 'nbs' / 'train.ipynb'), str(tmp_path / 'again.ipynb'), parameters=params, kernel_name='python3',
+                            progress_bar=False, cwd=str(tmp_path))
+    assert 'pass -p resume True to continue it' in str(err.value.evalue)
+    pm.execute_notebook(str(ROOT / 'nbs' / 'train.ipynb'), str(tmp_path / 'resumed.ipynb'), parameters=dict(params, resume=True),
+                        kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
+    after = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if not p.name.startswith('events')}
+    assert after == {k: v for k, v in before.items() if not k.startswith('events')}   # a finished run's facts stay as they were
+    assert len(list(run.glob('events*'))) == 1                                          # and no new, empty event file

@@ -1,0 +1,126 @@
+"""The README's commands, run as written (at the smoke preset) in a copy of the repository, and what they leave.
+
+Each command of the README's `sh` blocks that trains or reports is run in a fresh copy of the tracked files that
+shares this checkout's .venv, with `PRESET=smoke` for make and `-p preset smoke` for papermill added.
+"""
+import json, os, re, shutil, subprocess, sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent
+
+
+def readme_commands() -> list[str]:
+    "Command lines of the README's `sh` blocks (comments stripped)."
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / 'README.md').read_text(), re.S)
+    return [line.split('  #')[0].strip() for b in blocks for line in b.splitlines() if line.strip() and not line.startswith('#')]
+
+
+@pytest.fixture(scope='module')
+def repo(tmp_path_factory):
+    "A copy of the tracked files (timestamps kept, so make sees the shared .venv as installed)."
+    d = tmp_path_factory.mktemp('clone') / 'twa'
+    files = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if f.startswith('reports/'): continue
+        (d / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, d / f)
+    (d / '.venv').symlink_to(VENV)
+    (d / 'reports').mkdir()
+    return d
+
+
+def environment(repo: Path) -> dict:
+    "The shell of a user of `repo`: its own `twa` first (console scripts too), the shared .venv's tools on PATH."
+    return {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(repo), 'PATH': f"{VENV / 'bin'}:{os.environ['PATH']}"}
+
+
+def run(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    out = subprocess.run(['bash', '-c', cmd], cwd=cwd, capture_output=True, text=True, env=environment(cwd))
+    assert out.returncode == 0, f"{cmd}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def smoke(cmd: str) -> str:
+    return cmd + (' PRESET=smoke' if cmd.startswith('make ') else ' -p preset smoke')
+
+
+def progress_lines(notebook: Path) -> list[str]:
+    "The progress lines a run printed into its executed notebook."
+    nb = json.loads(notebook.read_text())
+    text = ''.join(''.join(o.get('text', '')) for c in nb['cells'] for o in c.get('outputs', []) if o.get('output_type') == 'stream')
+    return [l for l in text.splitlines() if re.search(r': step \d+/\d+', l)]
+
+
+def test_readme_names_the_commands():
+    cmds = readme_commands()
+    for start in ('make install', 'make test', 'make train ATTENTION=triple', 'make reports', 'make lab', '.venv/bin/papermill nbs/train.ipynb'):
+        assert any(c.startswith(start) for c in cmds), start
+
+
+def test_make_train_as_written(repo):
+    cmd = next(c for c in readme_commands() if c.startswith('make train'))
+    out = run(smoke(cmd), repo)
+    assert re.search(r'triple_s0: step 4/4 \(100%\), loss [\d.]+, [\d.]+ clips/s, \dm\d\ds elapsed, ETA 0m00s', out.stdout + out.stderr)
+    report = repo / 'reports' / 'train_triple_s0.ipynb'
+    lines = progress_lines(report)
+    assert 1 <= len(lines) <= 12 and lines[-1].startswith('triple_s0: step 4/4 (100%)')          # a compact record
+    assert 'application/vnd.jupyter.widget-view+json' not in report.read_text()                  # no frozen widget
+
+
+def test_papermill_as_written(repo):
+    cmd = next(c for c in readme_commands() if c.startswith('.venv/bin/papermill nbs/train.ipynb reports/train_triple.ipynb'))
+    shutil.rmtree(repo / 'runs', ignore_errors=True)                   # the README's make train wrote the same run folder
+    run(smoke(cmd), repo)
+    nb = (repo / 'reports' / 'train_triple.ipynb').read_text()
+    assert 'image/gif' in nb and 'baseline_background' in nb
+
+
+def test_make_reports_as_written(repo):
+    cmd = next(c for c in readme_commands() if c.startswith('make reports')) + " SEEDS='0 1' LRS='1e-3 3e-3'"
+    shutil.rmtree(repo / 'runs', ignore_errors=True)
+    run(".venv/bin/papermill nbs/train.ipynb other.ipynb -p attention triple -p preset smoke -p lr 0.01", repo)   # a run of other settings
+    refused = subprocess.run(['bash', '-c', smoke(cmd)], cwd=repo, capture_output=True, text=True, env=environment(repo))
+    assert refused.returncode != 0 and 'written by another configuration (train.lr: 0.01 ->' in refused.stdout + refused.stderr
+    shutil.rmtree(repo / 'runs')
+    out = run(smoke(cmd), repo)
+    assert 'reports: done in' in out.stdout
+    summary = pd.read_csv(repo / 'reports' / 'summary.csv')
+    assert set(summary.variant) >= {'standard', 'triple', 'baseline_mean', 'baseline_background'}
+    assert (summary.variant == 'concat').sum() == 1 and (summary.variant == 'standard').sum() == 2
+    assert summary.git_commit.nunique(dropna=False) == 1                                          # one commit (none in this copy)
+    sweep = pd.read_csv(repo / 'reports' / 'lr_sweep.csv')
+    assert sweep.groupby('variant').chosen.sum().eq(1).all()
+    html = (repo / 'reports' / 'html' / 'compare.html').read_text()
+    assert 'hl-ipython3' not in html                                                             # no code cell in the HTML
+    answers, first_figure = html.index('Does triple-wise attention reconstruct better?'), html.index('<img')
+    assert answers < first_figure                                                                # the answers come first
+    rerun = run(smoke(cmd), repo)                                                                # finished runs are read back
+    assert 'reports: done in' in rerun.stdout
+
+
+def test_make_lab_serves_the_repository_on_localhost_with_a_token(repo):
+    "`make lab` starts (as root too), on 127.0.0.1, with a token, at the repository root."
+    import signal, time, urllib.request
+    env = {**environment(repo), 'JUPYTER_RUNTIME_DIR': str(repo / '.runtime')}
+    lab = subprocess.Popen(['make', 'lab'], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        servers = []
+        for _ in range(120):
+            out = subprocess.run([str(VENV / 'bin' / 'jupyter'), 'server', 'list', '--json'], env=env, capture_output=True, text=True).stdout
+            servers = [json.loads(l) for l in out.splitlines() if l.strip()]
+            if servers: break
+            assert lab.poll() is None, lab.stdout.read()
+            time.sleep(1)
+        s = servers[0]
+        assert s['hostname'] in ('127.0.0.1', 'localhost') and len(s['token']) >= 32
+        assert Path(s['root_dir']).resolve() == repo.resolve()
+        with pytest.raises(urllib.error.HTTPError):                                   # no token, no files
+            urllib.request.urlopen(f"http://127.0.0.1:{s['port']}/api/contents/nbs", timeout=10)
+        listing = json.load(urllib.request.urlopen(f"http://127.0.0.1:{s['port']}/api/contents?token={s['token']}", timeout=10))
+        assert {'nbs', 'reports'} <= {c['name'] for c in listing['content']}
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM); lab.wait(timeout=30)
