@@ -13,9 +13,10 @@ from .variants import VARIANTS
 
 # %% auto #0
 __all__ = ['QUALITY', 'HIGHER_IS_BETTER', 'SUMMARY_COLUMNS', 'NOT_LEARNED', 'LEARNED', 'DIFF', 'DIFF_ONE_SEED', 'COMPARISON',
-           'EFFICIENCY', 'OVERHEAD', 'load_runs', 'flatten', 'shared_settings', 'check_comparable', 'summary_table',
-           'mean_ci', 'welch', 'holm', 'val_curve', 'at_compute', 'steps_to_reach', 'learned', 'comparisons',
-           'compute_budget', 'answer_tests', 'cost_ratios', 'reach_table', 'headline', 'answers']
+           'EFFICIENCY', 'DIFF_DB', 'DIFF_DB_ONE_SEED', 'OVERHEAD', 'SWEEP_EDGE', 'SWEEP_INSIDE', 'load_runs',
+           'flatten', 'shared_settings', 'check_comparable', 'summary_table', 'mean_ci', 'welch', 'holm', 'val_curve',
+           'at_compute', 'steps_to_reach', 'learned', 'comparisons', 'compute_budget', 'answer_tests', 'cost_ratios',
+           'reach_table', 'headline', 'answers', 'sweep_note']
 
 # %% ../nbs/09_report.ipynb #fabf3cea
 QUALITY = ('mse', 'psnr', 'ssim', 'fg_ari', 'mbo')          # test metrics, in report order
@@ -195,12 +196,13 @@ NOT_LEARNED = ("**No variant learned the task at this budget.** `{reference}` re
                "quality is compared. No quality claim is made.")
 LEARNED = ("`{reference}` learned the task: {psnr:.2f} dB mean test PSNR, {margin:.2f} dB above the best trivial baseline "
            "(`{baseline}`, {baseline_psnr:.2f} dB).")
-DIFF = "{metric} {diff:+.4g} [{low:+.4g}, {high:+.4g}], p = {p_holm:.3g}"
+DIFF = "{metric} {diff:+.4g} [{low:+.4g}, {high:+.4g}], Holm p = {p_holm:.3g}"
 DIFF_ONE_SEED = "{metric} {diff:+.4g} (a single seed on one side: no interval, no test)"
 COMPARISON = "- `{variant}` vs `{versus}`: {headline}. {details}."
 EFFICIENCY = ("- `{variant}`: validation PSNR at `{versus}`'s training compute ({gflop:.3g} GFLOP) differs from `{versus}`'s final by "
-              "{diff:+.2f} dB [{low:+.2f}, {high:+.2f}], p = {p_holm:.3g}: {verdict}. Reached `{versus}`'s final validation MSE in "
-              "{reached} runs{reach_detail}.")
+              "{difference}. Reached `{versus}`'s final validation MSE in {reached} runs{reach_detail}.")
+DIFF_DB = "{diff:+.2f} dB [{low:+.2f}, {high:+.2f}], Holm p = {p_holm:.3g}: {verdict}"
+DIFF_DB_ONE_SEED = "{diff:+.2f} dB (a single seed on one side: no interval, no test)"
 OVERHEAD = ("- `{variant}`: {params:.2f}x the parameters, {flops_per_step:.2f}x the FLOPs per step, {step_time_s:.2f}x the step time, "
             "{peak_memory_mb:.2f}x the peak memory of `{reference}`.")
 
@@ -226,8 +228,25 @@ def answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: 
     for r in tests[tests.question == 'efficiency'].to_dict('records'):
         row = reach.loc[r['variant']]
         detail = f", after {row.steps:.0f} steps and {row.seconds:.0f} s on average" if not math.isnan(row.steps) else ''
-        lines.append(EFFICIENCY.format(**r, gflop=gflop, reached=row.reached, reach_detail=detail))
+        difference = (DIFF_DB_ONE_SEED if math.isnan(r['p']) else DIFF_DB).format(**r)
+        lines.append(EFFICIENCY.format(**r, difference=difference, gflop=gflop, reached=row.reached, reach_detail=detail))
     lines += ['', '### 3. Overhead', '']
     ratios = cost_ratios(summary, reference)
     lines += [OVERHEAD.format(variant=v, reference=reference, **row) for v, row in ratios.iterrows() if v != reference]
+    return '\n'.join(lines)
+
+# %% ../nbs/09_report.ipynb #6620d539
+SWEEP_EDGE = ("- `{variant}`: the chosen rate {lr:g} is the {side} of those tried ({tried}); a wider sweep could choose another, "
+              "so its results may understate what it reaches at its best rate.")
+SWEEP_INSIDE = "- Chosen inside the range tried (a rate on each side was worse on validation): {variants}."
+
+def sweep_note(sweep: pd.DataFrame) -> str:
+    "Markdown on the learning-rate sweep (`lr_sweep.csv`: one row per variant and rate, `chosen` marks the pick): which picks sit at an edge of the grid."
+    lines, inside = ['### Learning rates', ''], []
+    for variant, g in sweep.groupby('variant', sort=False):
+        lr, tried = g.lr[g.chosen.astype(bool)].iloc[0], sorted(g.lr)
+        side = 'smallest' if lr == tried[0] else 'largest' if lr == tried[-1] else None
+        if side and len(tried) > 1: lines.append(SWEEP_EDGE.format(variant=variant, lr=lr, side=side, tried=', '.join(f'{x:g}' for x in tried)))
+        else: inside.append(f'`{variant}` ({lr:g})')
+    if inside: lines.append(SWEEP_INSIDE.format(variants=', '.join(inside)))
     return '\n'.join(lines)
