@@ -99,16 +99,16 @@ def dist_info() -> tuple[int, int]:
         dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
-def git(*args) -> str:
-    "Output of a git command run in the package's folder ('' outside git)."
-    here = Path(__file__).parent if '__file__' in globals() else Path.cwd()
+def git(*args, cwd=None) -> str:
+    "Output of a git command run in `cwd` (default: the package's folder); '' outside git."
+    here = cwd or (Path(__file__).parent if '__file__' in globals() else Path.cwd())
     try: return subprocess.run(['git', *args], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError): return ''
 
-def git_commit() -> str | None:
-    "The commit of the code that runs (with `+dirty` if tracked files changed), or None outside git."
-    sha = git('rev-parse', 'HEAD')
-    return (sha + ('+dirty' if git('status', '--porcelain', '--untracked-files=no') else '')) if sha else None
+def git_commit(cwd=None) -> str | None:
+    "The commit of the code that runs (with `+dirty` if tracked files other than `reports/` changed: `make reports` rewrites those as it goes), or None outside git."
+    sha = git('rev-parse', 'HEAD', cwd=cwd)
+    return (sha + ('+dirty' if git('status', '--porcelain', '--untracked-files=no', '--', ':(top,exclude)reports', cwd=cwd) else '')) if sha else None
 
 def code_version() -> str | None:
     "The git tree of the package itself (`twa/`, with `+dirty` if it changed): what decides a run's numbers, unlike reports or docs."
