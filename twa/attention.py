@@ -18,18 +18,20 @@ except Exception:
     flash_attn_func = None
 
 # %% auto #0
-__all__ = ['EPS', 'LOG2E', 'LN2', 'ATTENTIONS', 'check_layout', 'check_pair', 'check_normalize', 'safe_div', 'check_key_padding',
-           'standard_attention_ref', 'use_flash', 'competitive_attention', 'standard_attention', 'grads',
-           'check_pair_mask', 'check_window', 'check_pair_padding', 'allowed_pairs', 'causal_pairs', 'check_triple',
-           'triple_attention_ref', 'Step', 'span', 'trimmed', 'pair_steps', 'causal_steps', 'window_steps',
-           'plan_steps', 'make_plan', 'mask_free_plan', 'take', 'query_view', 'Workspace', 'operands', 'mul_sum',
-           'add_rows', 'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'offset_exp2', 'StepCache',
-           'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward', 'TripleChunkedFn',
-           'use_triton', 'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention',
-           'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention', 'StandardAttention',
-           'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'expand_heads', 'attention_weights',
-           'standard_attention_map', 'pair_diagonals', 'triple_attention_map', 'Attention', 'AttentionRegistry',
-           'register_attention', 'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops', 'concat_as_standard']
+__all__ = ['EPS', 'LOG2E', 'LN2', 'SUM_LIMIT', 'ATTENTIONS', 'check_layout', 'check_pair', 'check_normalize', 'safe_div',
+           'check_key_padding', 'standard_attention_ref', 'use_flash', 'competitive_attention', 'standard_attention',
+           'grads', 'check_pair_mask', 'check_window', 'check_pair_padding', 'allowed_pairs', 'causal_pairs',
+           'check_triple', 'triple_attention_ref', 'Step', 'span', 'trimmed', 'pair_steps', 'causal_steps',
+           'plan_steps', 'make_plan', 'mask_free_plan', 'query_view', 'Workspace', 'step_workspace', 'operands',
+           'mul_sum', 'add_rows', 'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'offset_exp2',
+           'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward',
+           'TripleChunkedFn', 'Band', 'band_plan', 'band_steps', 'BandMask', 'heads_first', 'set_offset', 'row_windows',
+           'band_logits', 'band_forward', 'fold_rows', 'band_backward', 'TripleBandFn', 'band_attention', 'use_triton',
+           'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention', 'rank1_attention_ref',
+           'concat_attention', 'concat_attention_ref', 'CrossAttention', 'StandardAttention', 'TripleAttention',
+           'ConcatAttention', 'Rank1Attention', 'expand_heads', 'attention_weights', 'standard_attention_map',
+           'pair_diagonals', 'triple_attention_map', 'Attention', 'AttentionRegistry', 'register_attention',
+           'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops', 'concat_as_standard']
 
 # %% ../nbs/00_attention.ipynb #a343dddc
 def check_layout(q: torch.Tensor, **kvs: torch.Tensor) -> int:
@@ -195,35 +197,34 @@ def triple_attention_ref(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=F
         p = safe_div(w, w.sum((-2, -1), keepdim=True))                         # then a weighted mean over the pairs
     return torch.einsum('bhijk,bjhd,bkhd->bihd', p, v1, v2)                  # [b, n_q, h, d]
 
-# %% ../nbs/00_attention.ipynb #8a1b2c3d
+# %% ../nbs/00_attention.ipynb #5e3dbeef
 class Step(NamedTuple):
-    "One unit of chunked work: `T` tiles of `ci` consecutive queries from `i0`, their rows `j` and columns `k`, the allowed pairs, for a range of heads."
+    "One unit of chunked work: `ci` consecutive queries from `i0`, their rows `j` and columns `k`, the allowed pairs, for a range of heads."
     i0: int
-    T: int
     ci: int
-    rows: slice | torch.Tensor   # shared by all (a slice), or per query: index tensor [T, ci, R]
-    cols: slice | torch.Tensor   # shared by all (a slice), or per tile: index tensor [T, C]
-    mask: torch.Tensor | None    # bool, broadcastable to [T, ci, R, C]; None: all allowed
+    rows: slice
+    cols: slice
+    mask: torch.Tensor | None    # bool, broadcastable to [ci, R, C]; None: all allowed
     heads: slice = slice(None)   # which of the B key/value heads
 
-def span(idx) -> int: return idx.stop - idx.start if isinstance(idx, slice) else idx.shape[-1]
+def span(idx: slice) -> int: return idx.stop - idx.start
 
 def trimmed(i0: int, ci: int, rows: slice, mask: torch.Tensor):
-    "A one-tile `Step` over `rows`, its columns cut to those the mask `[ci|1, R, C]` allows (column 0 = key 0); None if it allows none."
+    "A `Step` over `rows`, its columns cut to those the mask `[ci|1, R, C]` allows (column 0 = key 0); None if it allows none."
     cols = mask.flatten(0, 1).any(0).nonzero().flatten().tolist()
     if not cols: return None
     k0, k1 = cols[0], cols[-1] + 1
     m = mask[..., k0:k1]
-    return Step(i0, 1, ci, rows, slice(k0, k1), None if bool(m.all()) else m[None])
+    return Step(i0, ci, rows, slice(k0, k1), None if bool(m.all()) else m)
 
-# %% ../nbs/00_attention.ipynb #9b2c3d4e
+# %% ../nbs/00_attention.ipynb #54453ef0
 def pair_steps(n_q: int, n1: int, n2: int, pair_mask, ci: int, R: int) -> list:
     "Non-causal steps: tiles of `ci` queries, `R` rows at a time, the columns the `pair_mask` allows."
     steps = []
     for i0 in range(0, n_q, ci):
         for j0 in range(0, n1, R):
             rows = slice(j0, min(j0 + R, n1))
-            if pair_mask is None: steps.append(Step(i0, 1, min(ci, n_q - i0), rows, slice(0, n2), None))
+            if pair_mask is None: steps.append(Step(i0, min(ci, n_q - i0), rows, slice(0, n2), None))
             elif (s := trimmed(i0, min(ci, n_q - i0), rows, pair_mask[None, rows])) is not None: steps.append(s)
     return steps
 
@@ -240,123 +241,97 @@ def causal_steps(n: int, pair_mask, ci: int, R: int) -> list:
             if (s := trimmed(i0, i1 - i0, slice(j0, j1), m)) is not None: steps.append(s)
     return steps
 
-# %% ../nbs/00_attention.ipynb #0c3d4e5f
-def window_steps(n: int, w1: int, w2: int, pair_mask, ci: int, T: int) -> list:
-    "Sliding-window steps of up to `T` tiles of `ci` queries: query `i` takes rows `i - w1 < j <= i`, the tile from `t0` columns `t0 - w2 < k < t0 + ci`."
-    steps, i0 = [], 0
-    while i0 < n:
-        tiles, c = (min(T, (n - i0) // ci), ci) if n - i0 >= ci else (1, n - i0)          # full tiles, then a last short one
-        t0 = i0 + torch.arange(tiles)[:, None] * c                                        # [T, 1]: each tile's first query
-        i = t0 + torch.arange(c)                                                          # [T, ci]
-        j = i[..., None] - w1 + 1 + torch.arange(w1)                                      # [T, ci, R = w1]
-        k = t0 - w2 + 1 + torch.arange(c + w2 - 1)                                        # [T, C = ci + w2 - 1]
-        ii, kk = i[..., None, None], k[:, None, None, :]
-        m = (j >= 0)[..., None] & (kk >= 0) & (kk <= ii) & (ii - kk < w2)                 # [T, ci, R, C]
-        if pair_mask is not None: m = m & pair_mask[j.clamp(min=0)[..., None], kk.clamp(min=0)]
-        steps.append(Step(i0, tiles, c, j.clamp(min=0), k.clamp(min=0), m))
-        i0 += tiles * c
-    return steps
-
-# %% ../nbs/00_attention.ipynb #2e5f6071
-def plan_steps(B: int, G: int, n_q: int, n1: int, n2: int, pair_mask=None, causal=False, window=None, normalize='keys',
+# %% ../nbs/00_attention.ipynb #b4bcf8f5
+def plan_steps(B: int, G: int, n_q: int, n1: int, n2: int, pair_mask=None, causal=False, normalize='keys',
                chunk_size=None, budget: int = 2 ** 20, device=None) -> list:
     "The steps of one call (`B = b·h_kv` key/value heads, `G` query heads each), on `device`; plans without a `pair_mask` are cached."
-    args = (B, G, n_q, n1, n2, causal, window, normalize, chunk_size, budget, device)
+    args = (B, G, n_q, n1, n2, causal, normalize, chunk_size, budget, device)
     return mask_free_plan(*args) if pair_mask is None else make_plan(pair_mask.cpu(), *args)
 
-def make_plan(pair_mask, B, G, n_q, n1, n2, causal, window, normalize, chunk_size, budget, device) -> list:
+def make_plan(pair_mask, B, G, n_q, n1, n2, causal, normalize, chunk_size, budget, device) -> list:
     cap = lambda x: max(1, min(x, chunk_size or x))
-    if window is not None:
-        w1, w2 = min(window[0], n1), min(window[1], n2)
-        ci = cap(16 * math.ceil((w2 + max(1, 128 // (G * w1)) - 1) / 16) - w2 + 1)
-        steps, block = window_steps(n_q, w1, w2, pair_mask, ci, cap(budget // 4 // (B * G * ci * w1 * (ci + w2 - 1)))), None
-    elif causal:
+    if causal:
         ci = cap(64)
         R = cap(max(1, 512 // (G * ci)))
-        steps, block = causal_steps(n_q, pair_mask, ci, R), G * ci * R * n2
+        steps = causal_steps(n_q, pair_mask, ci, R)
     else:
         ci = n_q if normalize == 'queries' else cap(min(n_q, max(1, budget // (G * n2))))   # 'queries': its softmax needs every query
         R = cap(min(n1, max(1, 512 // (G * ci))))                                    # GEMMs of about 512 rows
-        steps, block = pair_steps(n_q, n1, n2, pair_mask, ci, R), G * ci * R * n2
-    Bc = B if block is None else cap(min(B, max(1, budget // block)))               # heads per step: the rest of the budget
-    to = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t
-    return [s._replace(rows=to(s.rows), cols=to(s.cols), mask=to(s.mask), heads=slice(b0, b0 + Bc)) for b0 in range(0, B, Bc) for s in steps]
+        steps = pair_steps(n_q, n1, n2, pair_mask, ci, R)
+    Bc = cap(min(B, max(1, budget // (G * ci * R * n2))))                           # heads per step: the rest of the budget
+    return [s._replace(mask=None if s.mask is None else s.mask.to(device), heads=slice(b0, b0 + Bc)) for b0 in range(0, B, Bc) for s in steps]
 
 @functools.lru_cache(maxsize=64)
 def mask_free_plan(*args) -> list: return make_plan(None, *args)
 
-# %% ../nbs/00_attention.ipynb #32684fad
+# %% ../nbs/00_attention.ipynb #afc71351
 LOG2E = 1.4426950408889634  # log2(e): logits are kept in base 2 inside, since exp2 is cheaper than exp on CPU
 LN2 = 1 / LOG2E
 
-def take(t: torch.Tensor, idx, lead: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    "`t[:, idx]` for `t [B, n, ...]`: `[B, *idx.shape, ...]` gathered (into `out`) for an index tensor; a view `[B, 1 (lead times), len, ...]` for a slice."
-    if isinstance(idx, slice): return t[:, idx].view(t.shape[0], *(1,) * lead, -1, *t.shape[2:])
-    return torch.index_select(t, 1, idx.flatten(), out=out).view(t.shape[0], *idx.shape, *t.shape[2:])
-
 def query_view(x: torch.Tensor, s: Step) -> torch.Tensor:
-    "The step's heads and queries of `x [B, G, n_q, ...]` as a view `[B', T, G, ci, ...]`."
-    v = x[s.heads, :, s.i0:s.i0 + s.T * s.ci]
-    return v.view(*v.shape[:2], s.T, s.ci, *x.shape[3:]).transpose(1, 2)
+    "The step's heads and queries of `x [B, G, n_q, ...]`, a view `[B', G, ci, ...]`."
+    return x[s.heads, :, s.i0:s.i0 + s.ci]
 
 class Workspace:
-    "Flat buffers reused by every step of a call (fresh step-sized tensors cost page faults), each allocated on first use for the largest step."
-    BLOCKS, COLUMNS = ('s', 'dp', 'w'), ('k2c', 'v2c', 'csum')                    # logit-sized, column-sized; others are row-sized
-    def __init__(self, like: torch.Tensor, steps: list):
-        G, d = like.shape[1], like.shape[-1]
-        sizes = [(B * s.T * G * s.ci * span(s.rows) * d, B * s.T * span(s.cols) * d, B * s.T * G * s.ci * span(s.rows) * span(s.cols))
-                 for s in steps for B in [len(range(like.shape[0])[s.heads])]]
-        self.like, self.bufs, self.cap = like, {}, [max(c) for c in zip((0, 0, 0), *sizes)]
+    "Flat buffers reused by every step of a call, one per name, grown to the largest request (`sizes` can set it up front), and their views per shape."
+    def __init__(self, like: torch.Tensor, sizes: dict | None = None):
+        self.like, self.sizes, self.bufs, self.views = like, sizes or {}, {}, {}
     def take(self, name: str, *shape: int) -> torch.Tensor:
-        n = math.prod(shape)
-        if name not in self.bufs: self.bufs[name] = self.like.new_empty(max(n, self.cap[2 if name in self.BLOCKS else 1 if name in self.COLUMNS else 0]))
-        return self.bufs[name][:n].view(*shape)
+        v = self.views.get((name, shape))
+        if v is None:
+            n = math.prod(shape)
+            if name not in self.bufs or self.bufs[name].numel() < n:
+                self.bufs[name] = self.like.new_empty(max(n, self.sizes.get(name, 0)))
+                self.views = {k: w for k, w in self.views.items() if k[0] != name}
+            v = self.views[name, shape] = self.bufs[name][:n].view(*shape)
+        return v
+    def zeros(self, name: str, *shape: int) -> torch.Tensor:
+        "A zeroed buffer of `shape`, the same one on every call: what a step never writes stays zero."
+        if (name, shape) not in self.views: self.views[name, shape] = self.like.new_zeros(shape)
+        return self.views[name, shape]
 
-# %% ../nbs/00_attention.ipynb #4d5e6f70
-def operands(ws: Workspace, s: Step, *kvs: torch.Tensor) -> list:
-    "The step's `k1, v1` rows as `[B', T|1, 1, ci|1, R, d]` and `k2, v2` columns as GEMM operands `[B'·T, C, d]` (gathered into `ws`, or views)."
-    k1, v1, k2, v2 = (t[s.heads] for t in kvs)
-    B, d, R, C = k1.shape[0], k1.shape[-1], span(s.rows), span(s.cols)
-    rows = [take(t, s.rows, 2, ws.take(name, B, s.T * s.ci * R, d) if isinstance(s.rows, torch.Tensor) else None)[:, :, None]
-            for name, t in (('k1r', k1), ('v1r', v1))]
-    cols = [t[:, s.cols] if isinstance(s.cols, slice) else take(t, s.cols, 1, ws.take(name, B, s.T * C, d)).view(B * s.T, C, d)
-            for name, t in (('k2c', k2), ('v2c', v2))]                         # a slice: one tile, T = 1
-    return rows + cols
+def step_workspace(like: torch.Tensor, steps: list) -> Workspace:
+    "A `Workspace` sized for the largest of `steps`: logit-sized buffers (`s`, `dp`, `w`) and row-sized ones (the rest)."
+    G, d = like.shape[1], like.shape[-1]
+    sizes = [(B * G * s.ci * span(s.rows) * d, B * G * s.ci * span(s.rows) * span(s.cols)) for s in steps for B in [len(range(like.shape[0])[s.heads])]]
+    rows, block = (max(c) for c in zip((0, 0), *sizes))
+    return Workspace(like, {name: block if name in ('s', 'dp', 'w') else rows for name in ('s', 'dp', 'w', 'qk1', 'pv', 'prod', 'dov1')})
 
-def mul_sum(ws: Workspace, a, b, dims, out=None) -> torch.Tensor:
+# %% ../nbs/00_attention.ipynb #b8660730
+def operands(s: Step, k1, v1, k2, v2) -> list:
+    "The step's `k1, v1` rows as views `[B', 1, 1, R, d]` and its `k2, v2` columns as GEMM operands `[B', C, d]`."
+    return [t[s.heads, None, None, s.rows] for t in (k1, v1)] + [t[s.heads, s.cols] for t in (k2, v2)]
+
+def mul_sum(ws: Workspace, a, b, dims) -> torch.Tensor:
     "`(a * b).sum(dims)`, the product in the workspace."
-    prod = torch.mul(a, b, out=ws.take('prod', *torch.broadcast_shapes(a.shape, b.shape)))
-    return prod.sum(dims) if out is None else torch.sum(prod, dims, out=out)
+    return torch.mul(a, b, out=ws.take('prod', *torch.broadcast_shapes(a.shape, b.shape))).sum(dims)
 
-def add_rows(ws: Workspace, dst, idx, a, b):
-    "`dst [B, n, d]` += `a ⊙ b` (`[B, T, G, ci, R, d]`) summed over what shares a row: heads, and tiles and queries for shared rows."
-    B, d = dst.shape[0], dst.shape[-1]
-    if isinstance(idx, slice): dst[:, idx] += mul_sum(ws, a, b, (1, 2, 3)).view(B, -1, d)
-    else: dst.index_add_(1, idx.flatten(), mul_sum(ws, a, b, 2, out=ws.take('rsum', B, *idx.shape, d)).view(B, -1, d))
+def add_rows(ws: Workspace, dst, rows: slice, a, b):
+    "`dst [B, n, d]` += `a ⊙ b` (`[B, G, ci, R, d]`) summed over what shares a row, the query heads and the queries."
+    dst[:, rows] += mul_sum(ws, a, b, (1, 2))
 
-def add_product(ws: Workspace, dst, idx, a, b):
-    "`dst [B, n, d]` += `a @ b` (`[B·T, C, d]`) at the step's columns."
-    if isinstance(idx, slice): dst[:, idx].baddbmm_(a, b)
-    else: dst.index_add_(1, idx.flatten(), torch.bmm(a, b, out=ws.take('csum', *a.shape[:2], b.shape[-1])).view(dst.shape[0], -1, dst.shape[-1]))
+def add_product(dst, cols: slice, a, b):
+    "`dst [B, n, d]` += `a @ b` (`[B, C, d]`) at the step's columns."
+    dst[:, cols].baddbmm_(a, b)
 
-# %% ../nbs/00_attention.ipynb #7da4b5c6
+# %% ../nbs/00_attention.ipynb #76119730
 def step_keeps(s: Step, pads) -> list:
-    "Which pairs step `s` may use: bool masks, each broadcastable to its logits `[B, T, G, ci, R, C]` (its mask, the key padding)."
-    p1, p2 = (None if p is None else p[s.heads] for p in pads)
-    return [m for m in (None if s.mask is None else s.mask[None, :, None],
-                        None if p1 is None else take(p1, s.rows, 2)[:, :, None, :, :, None],
-                        None if p2 is None else take(p2, s.cols, 1)[:, :, None, None, None, :]) if m is not None]
+    "Which pairs step `s` may use: bool masks, each broadcastable to its logits `[B, G, ci, R, C]` (its mask, the key padding)."
+    p1, p2 = pads
+    return [m for m in (s.mask,
+                        None if p1 is None else p1[s.heads, None, None, s.rows, None],
+                        None if p2 is None else p2[s.heads, None, None, None, s.cols]) if m is not None]
 
 def as_bias(keep: torch.Tensor, dtype) -> torch.Tensor:
     "0 where `keep`, -inf elsewhere: added to logits, much faster than a broadcast `masked_fill_`."
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float('-inf'))
 
 def step_logits(ws: Workspace, s: Step, q, k1r, k2c, keeps, offset=None):
-    "Base-2 logits of step `s` minus a per-query `offset`, `[B, T, G, ci, R, C]` (-inf where not allowed), and the GEMM rows `q ⊙ k1` `[B·T, G·ci·R, d]`."
-    B, T, G, ci, d = q.shape
+    "Base-2 logits of step `s` minus a per-query `offset`, `[B, G, ci, R, C]` (-inf where not allowed), and the GEMM rows `q ⊙ k1` `[B, G·ci·R, d]`."
+    B, G, ci, d = q.shape
     R, C = k1r.shape[-2], k2c.shape[1]
-    qk1 = torch.mul(q[..., None, :], k1r, out=ws.take('qk1', B, T, G, ci, R, d)).view(B * T, -1, d)
-    lg = torch.bmm(qk1, k2c.transpose(1, 2), out=ws.take('s', B * T, G * ci * R, C)).view(B, T, G, ci, R, C)
+    qk1 = torch.mul(q[..., None, :], k1r, out=ws.take('qk1', B, G, ci, R, d)).view(B, -1, d)
+    lg = torch.bmm(qk1, k2c.transpose(1, 2), out=ws.take('s', B, G * ci * R, C)).view(B, G, ci, R, C)
     if offset is not None: lg.sub_(offset[..., None, None])
     for keep in keeps: lg.add_(as_bias(keep, lg.dtype))
     return lg, qk1
@@ -376,31 +351,31 @@ def offset_exp2(logits, m: torch.Tensor, limit: float = 64.0):
     p = s.sub_(m_safe[..., None, None]).exp2_()
     return p, p.sum((-2, -1)), m_new
 
-# %% ../nbs/00_attention.ipynb #a1e8f90a
+# %% ../nbs/00_attention.ipynb #94d9a049
 class StepCache(list):
-    "Per step, `(P @ V2 [B·T, G·ci·R, d], offset)` from the forward, in one buffer."
+    "Per step, `(P @ V2 [B, G·ci·R, d], offset)` from the forward, in one buffer."
     def __init__(self, like: torch.Tensor, numel: int): super().__init__(); self.buf, self.at = like.new_empty(numel), 0
     def slot(self, *shape: int) -> torch.Tensor:
         n = math.prod(shape)
         self.at += n
         return self.buf[self.at - n:self.at].view(*shape)
 
-# %% ../nbs/00_attention.ipynb #c30a1b2c
+# %% ../nbs/00_attention.ipynb #11f34adc
 def forward_keys(qs, k1, k2, v1, v2, steps, pads, cache=None):
     "Online-softmax forward: `o [B, G, n_q, d]` and the base-2 log-sum-exp `[B, G, n_q]` (+inf where nothing is allowed)."
     B, G, nq, d = qs.shape
     m, l, acc = qs.new_full((B, G, nq), float('-inf')), qs.new_zeros(B, G, nq), qs.new_zeros(B, G, nq, d)
-    ws = Workspace(qs, steps)
+    ws = step_workspace(qs, steps)
     for s in steps:
-        q, mi, li, acci = (query_view(t, s) for t in (qs, m, l, acc))            # [B, T, G, ci, ...]
-        k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
+        q, mi, li, acci = (query_view(t, s) for t in (qs, m, l, acc))            # [B', G, ci, ...]
+        k1r, v1r, k2c, v2c = operands(s, k1, v1, k2, v2)
         keeps = step_keeps(s, pads)
         p, lc, m_new = offset_exp2(lambda off: step_logits(ws, s, q, k1r, k2c, keeps, off)[0], mi)
-        rows = (p.shape[0] * s.T, math.prod(p.shape[2:5]), d)                    # [B'·T, G·ci·R, d]
+        rows = (p.shape[0], math.prod(p.shape[1:4]), d)                          # [B', G·ci·R, d]
         pv2 = torch.bmm(p.view(*rows[:2], -1), v2c, out=cache.slot(*rows) if cache is not None else ws.take('pv', *rows))
         if cache is not None: cache.append((pv2, m_new.clone()))
         alpha = (mi - m_new).exp2().nan_to_num(0.0)                              # -inf - -inf: nothing accumulated yet
-        acci.mul_(alpha[..., None]).add_(mul_sum(ws, pv2.view(*p.shape[:-1], d), v1r, 4))   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
+        acci.mul_(alpha[..., None]).add_(mul_sum(ws, pv2.view(*p.shape[:-1], d), v1r, 3))   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
         li.mul_(alpha).add_(lc)
         mi.copy_(m_new)
     empty = l == 0
@@ -408,11 +383,11 @@ def forward_keys(qs, k1, k2, v1, v2, steps, pads, cache=None):
     lse = (m.masked_fill(empty, 0.0) + l.masked_fill(empty, 1.0).log2()).masked_fill(empty, float('inf'))
     return o, lse
 
-# %% ../nbs/00_attention.ipynb #e52c3d4e
+# %% ../nbs/00_attention.ipynb #9f47be10
 def competition(lg: torch.Tensor, keeps: list, out: torch.Tensor):
-    "Slot-attention weights of a step's base-2 logits `lg [B, T, G, ci, R, C]` (overwritten): the softmax over the queries `a`, and `W = a + ε` in `out`, 0 where not allowed."
-    a = lg.sub_(lg.amax(3, keepdim=True)).exp2_()
-    a = a.div_(a.sum(3, keepdim=True))
+    "Slot-attention weights of a step's base-2 logits `lg [B, G, ci, R, C]` (overwritten): the softmax over the queries `a`, and `W = a + ε` in `out`, 0 where not allowed."
+    a = lg.sub_(lg.amax(2, keepdim=True)).exp2_()
+    a = a.div_(a.sum(2, keepdim=True))
     w = torch.add(a, EPS, out=out)
     for keep in keeps: w.mul_(keep)
     return a, w
@@ -421,31 +396,31 @@ def forward_queries(qs, k1, k2, v1, v2, steps, pads, cache=None):
     "Forward of `normalize='queries'`: `o [B, G, n_q, d]` and the weight sums `Σ_τ W_iτ`, `[B, G, n_q]`."
     B, G, nq, d = qs.shape
     num, den = qs.new_zeros(B, G, nq, d), qs.new_zeros(B, G, nq)
-    ws = Workspace(qs, steps)
+    ws = step_workspace(qs, steps)
     for s in steps:
         q = query_view(qs, s)
-        k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
+        k1r, v1r, k2c, v2c = operands(s, k1, v1, k2, v2)
         lg = step_logits(ws, s, q, k1r, k2c, [])[0]
         _, w = competition(lg, step_keeps(s, pads), ws.take('w', *lg.shape))
-        rows = (w.shape[0] * s.T, math.prod(w.shape[2:5]), d)
+        rows = (w.shape[0], math.prod(w.shape[1:4]), d)
         pv2 = torch.bmm(w.view(*rows[:2], -1), v2c, out=cache.slot(*rows) if cache is not None else ws.take('pv', *rows))
         if cache is not None: cache.append((pv2, None))
-        query_view(num, s).add_(mul_sum(ws, pv2.view(*w.shape[:-1], d), v1r, 4))
+        query_view(num, s).add_(mul_sum(ws, pv2.view(*w.shape[:-1], d), v1r, 3))
         query_view(den, s).add_(w.sum((-2, -1)))
     return safe_div(num, den[..., None]), den
 
-# %% ../nbs/00_attention.ipynb #074e5f60
+# %% ../nbs/00_attention.ipynb #cae00d17
 def step_grads(normalize: str, lg, dp, keeps: list, ws: Workspace):
     "The weights of a step's values and the gradient of its logits, from logits `lg` and the weights' gradient `dp` (both overwritten)."
     if normalize == 'keys':
         p = lg.exp2_()                                                           # P = 2^(s - lse)
         return p, dp.mul_(p)
     a, w = competition(lg, keeps, ws.take('w', *lg.shape))
-    ds = dp.sub_(mul_sum(ws, a, dp, 3).unsqueeze(3)).mul_(a)                     # through the softmax over queries
+    ds = dp.sub_(mul_sum(ws, a, dp, 2).unsqueeze(2)).mul_(a)                     # through the softmax over queries
     for keep in keeps: ds.mul_(keep)
     return w, ds
 
-# %% ../nbs/00_attention.ipynb #185f6071
+# %% ../nbs/00_attention.ipynb #efb8faf2
 def triple_backward(do, qs, k1, k2, v1, v2, o, stat, steps, pads, normalize='keys', cache=None):
     """Recomputing backward: gradients w.r.t. the base-2-scaled `qs` and `k1`, `k2`, `v1`, `v2`; `stat` is the base-2
     log-sum-exp (`normalize='keys'`) or the weight sums (`'queries'`)."""
@@ -454,32 +429,32 @@ def triple_backward(do, qs, k1, k2, v1, v2, o, stat, steps, pads, normalize='key
     if not keys: do = safe_div(do, stat[..., None])                            # o = N / Σ W: the gradient of the numerator N
     D = (do * o).sum(-1)                                                       # [B, G, n_q]: Δ_i
     dqs, dk1, dk2, dv1, dv2 = map(torch.zeros_like, (qs, k1, k2, v1, v2))
-    ws = Workspace(qs, steps)
+    ws = step_workspace(qs, steps)
     for n, s in enumerate(steps):
         q, g, Dq, st = (query_view(t, s) for t in (qs, do, D, stat))
-        k1r, v1r, k2c, v2c = operands(ws, s, k1, v1, k2, v2)
+        k1r, v1r, k2c, v2c = operands(s, k1, v1, k2, v2)
         keeps = step_keeps(s, pads)
         lg, qk1 = step_logits(ws, s, q, k1r, k2c, keeps if keys else [], st if keys else None)
-        dov1 = torch.mul(g[..., None, :], v1r, out=ws.take('dov1', *lg.shape[:5], d)).view(qk1.shape)      # dO_i ⊙ v1_j
+        dov1 = torch.mul(g[..., None, :], v1r, out=ws.take('dov1', *lg.shape[:4], d)).view(qk1.shape)      # dO_i ⊙ v1_j
         dp = torch.bmm(dov1, v2c.transpose(1, 2), out=ws.take('dp', *qk1.shape[:2], lg.shape[-1])).view(lg.shape).sub_(Dq[..., None, None])
-        p, ds = (t.view(*qk1.shape[:2], -1) for t in step_grads(normalize, lg, dp, keeps, ws))    # [B·T, G·ci·R, C]
+        p, ds = (t.view(*qk1.shape[:2], -1) for t in step_grads(normalize, lg, dp, keeps, ws))    # [B', G·ci·R, C]
         if cache is not None: pv2, off = cache[n]                                # P @ V2 from the forward, at its offset
         else: pv2, off = torch.bmm(p, v2c, out=ws.take('pv', *qk1.shape)), None
         gv = g if off is None or not keys else g * (off - st).exp2()[..., None]
-        add_rows(ws, dv1[s.heads], s.rows, pv2.view(*lg.shape[:5], d), gv[..., None, :])  # Σ_i dO_i ⊙ (P_ij: @ V2)
-        add_product(ws, dv2[s.heads], s.cols, p.transpose(1, 2), dov1)           # Σ_ij P_ijk (dO_i ⊙ v1_j)
-        dsk2 = torch.bmm(ds, k2c, out=ws.take('pv', *qk1.shape)).view(*lg.shape[:5], d)   # Σ_k dS_ijk k2_k
-        query_view(dqs, s).add_(mul_sum(ws, dsk2, k1r, 4))
+        add_rows(ws, dv1[s.heads], s.rows, pv2.view(*lg.shape[:4], d), gv[..., None, :])  # Σ_i dO_i ⊙ (P_ij: @ V2)
+        add_product(dv2[s.heads], s.cols, p.transpose(1, 2), dov1)               # Σ_ij P_ijk (dO_i ⊙ v1_j)
+        dsk2 = torch.bmm(ds, k2c, out=ws.take('pv', *qk1.shape)).view(*lg.shape[:4], d)   # Σ_k dS_ijk k2_k
+        query_view(dqs, s).add_(mul_sum(ws, dsk2, k1r, 3))
         add_rows(ws, dk1[s.heads], s.rows, dsk2, q[..., None, :])
-        add_product(ws, dk2[s.heads], s.cols, ds.transpose(1, 2), qk1)           # Σ_ij dS_ijk (q_i ⊙ k1_j)
+        add_product(dk2[s.heads], s.cols, ds.transpose(1, 2), qk1)               # Σ_ij dS_ijk (q_i ⊙ k1_j)
     return dqs.mul_(LN2), dk1.mul_(LN2), dk2.mul_(LN2), dv1, dv2                 # the logits are base 2: d/ds = ln2 d/dlogit
 
-# %% ../nbs/00_attention.ipynb #58288ea4
+# %% ../nbs/00_attention.ipynb #888b46d9
 class TripleChunkedFn(torch.autograd.Function):
     "Chunked 2-simplicial attention on flattened tensors: `qs [B, G, n_q, d]` scaled by `scale·log2(e)`, keys and values `[B, n, d]`."
     @staticmethod
     def forward(ctx, qs, k1, k2, v1, v2, steps, pads, normalize):
-        rows = sum(len(range(qs.shape[0])[s.heads]) * s.T * qs.shape[1] * s.ci * span(s.rows) * qs.shape[-1] for s in steps)   # P @ V2 of every step
+        rows = sum(len(range(qs.shape[0])[s.heads]) * qs.shape[1] * s.ci * span(s.rows) * qs.shape[-1] for s in steps)   # P @ V2 of every step
         keep = ctx.needs_input_grad[3] and rows <= 4 * sum(t.numel() for t in (qs, k1, k2, v1, v2))
         cache = StepCache(qs, rows) if keep else None
         o, stat = (forward_keys if normalize == 'keys' else forward_queries)(qs, k1, k2, v1, v2, steps, pads, cache)
@@ -490,6 +465,202 @@ class TripleChunkedFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         return (*triple_backward(do.contiguous(), *ctx.saved_tensors, ctx.steps, ctx.pads, ctx.normalize, ctx.cache), None, None, None)
+
+# %% ../nbs/00_attention.ipynb #d15dfbf9
+class Band(NamedTuple):
+    "A sliding-window call, rows taking the narrower window: query `i` sees rows `i - R < j <= i`, columns `i - C < k <= i`; tiles of `ci` queries, `rc` rows, `bc` key/value heads."
+    R: int
+    C: int
+    ci: int
+    rc: int
+    bc: int
+
+def band_plan(B: int, G: int, n: int, window, chunk_size=None, budget: int = 2 ** 20) -> Band:
+    "The tiles of a windowed call (`window` with `w1 <= w2`, `B` key/value heads, `G` query heads each); `chunk_size` caps every piece."
+    R, C = min(window[0], n), min(window[1], n)
+    cap = lambda x: max(1, min(x, chunk_size or x))
+    ci = cap(min(n, 16 * math.ceil((C + max(1, 128 // (G * R)) - 1) / 16) - C + 1))
+    rc = cap(min(R, max(1, 512 // (G * ci))))
+    return Band(R, C, ci, rc, cap(min(B, max(1, budget // (G * ci * rc * (ci + C - 1))))))
+
+def band_steps(band: Band, B: int, n: int) -> list:
+    "The steps `(heads, i0, c, r0, rr)` of a windowed call, the row chunks of a tile one after the other."
+    return [(slice(h0, min(h0 + band.bc, B)), i0, min(band.ci, n - i0), r0, min(band.rc, band.R - r0))
+            for h0 in range(0, B, band.bc) for i0 in range(0, n, band.ci) for r0 in range(0, band.R, band.rc)]
+
+# %% ../nbs/00_attention.ipynb #8184c47c
+class BandMask:
+    "The pairs each step of a windowed call may use, as a `-inf` bias for its logits `[B', G, c, rr, C']`."
+    def __init__(self, band: Band, n: int, pair_mask, pads, like: torch.Tensor):
+        R, C, dev = band.R, band.C, like.device
+        pad = lambda m, w: F.pad(torch.ones(1, n, dtype=torch.bool, device=dev) if m is None else m, (w - 1, 0))
+        self.band, self.like, self.user = band, like, pair_mask is not None or any(p is not None for p in pads)
+        self.k1, self.k2 = pad(pads[0], R), pad(pads[1], C)                                    # [B|1, w - 1 + n]
+        self.pm = None if pair_mask is None else F.pad(pair_mask, (C - 1, 0, R - 1, 0))         # [R - 1 + n, C - 1 + n]
+        self.triangles = {}
+
+    def bias(self, hb: slice, i0: int, c: int, r0: int, rr: int):
+        "The step's bias `[B'|1, 1, c, rr|1, C']`, or inside the sequence without user masks its corner triangles `(left, right)`, each `[c, 1, c - 1]`."
+        R, C = self.band.R, self.band.C
+        inside = not self.user and i0 + r0 >= R - 1 and i0 >= C - 1 and C >= c
+        if inside and c in self.triangles: return self.triangles[c]
+        u, cc = torch.arange(c, device=self.like.device)[:, None], torch.arange(c + C - 1, device=self.like.device)
+        if inside:
+            self.triangles[c] = tuple(as_bias(t[:, None], self.like.dtype) for t in (cc[:c - 1] >= u, cc[:c - 1] < u))
+            return self.triangles[c]
+        heads = lambda m: m[hb] if m.shape[0] > 1 else m
+        keep = ((cc >= u) & (cc < u + C))[:, None]                                                # [c, 1, C']: the band
+        keep = keep & heads(self.k1)[:, i0 + r0:i0 + r0 + c + rr - 1].unfold(-1, rr, 1)[..., None] & heads(self.k2)[:, None, None, i0:i0 + c + C - 1]
+        if self.pm is not None: keep = keep & self.pm[i0 + r0:i0 + r0 + c + rr - 1, i0:i0 + c + C - 1].unfold(0, rr, 1).transpose(1, 2)
+        return as_bias(keep[:, None], self.like.dtype)
+
+# %% ../nbs/00_attention.ipynb #099cd7a8
+SUM_LIMIT = 2.0 ** 64  # a windowed tile keeps its first offset while every query's sum of 2^(s - offset) lies in [1 / SUM_LIMIT, SUM_LIMIT]
+
+def heads_first(t: torch.Tensor, dtype, pad: int = 0, extra: float | None = None, scale: float = 1.0) -> torch.Tensor:
+    "`t [b, n, h, d]` times `scale`, copied once to `[b·h, pad + n, d]` with `pad` zero rows in front; with `extra` a last column of that value (`d + 1`)."
+    b, n, h, d = t.shape
+    out = t.new_empty(b * h, pad + n, d + (extra is not None), dtype=dtype)
+    out[:, :pad] = 0
+    torch.mul(t.transpose(1, 2), scale, out=out[:, pad:, :d].unflatten(0, (b, h)))
+    if extra is not None: out[..., d] = extra
+    return out
+
+def set_offset(qx: torch.Tensor, offset: torch.Tensor):
+    "Write `-offset` to the last column of `qx [B, G, n, d + 1]` (0 where the offset is infinite: nothing allowed)."
+    qx[..., -1] = -offset.masked_fill(offset.isinf(), 0.0)
+
+def row_windows(t: torch.Tensor, band: Band) -> dict:
+    "For each row-chunk size `rr`, the view `[B, L - rr + 1, rr, d]` of a padded `t [B, L, d]` whose entry `[b, p, r]` is row `p + r`."
+    return {rr: t.unfold(1, rr, 1).transpose(-1, -2) for rr in {band.rc, band.R % band.rc or band.rc}}
+
+def band_logits(ws: Workspace, q, k1r, k2t, bias):
+    "A step's base-2 logits minus the offsets in `q`'s last column, `[B, G, c, rr, C']` (-inf where not allowed), and the GEMM rows `q ⊙ k1` `[B, G·c·rr, d + 1]`."
+    B, G, c, e = q.shape
+    rr, Cp = k1r.shape[2], k2t.shape[1]
+    qk1 = torch.mul(q[:, :, :, None], k1r[:, None], out=ws.take('qk1', B, G, c, rr, e)).view(B, -1, e)
+    lg = torch.bmm(qk1, k2t.transpose(1, 2), out=ws.take('s', B, G * c * rr, Cp)).view(B, G, c, rr, Cp)
+    if isinstance(bias, tuple): lg[..., :c - 1].add_(bias[0]); lg[..., Cp - c + 1:].add_(bias[1])
+    else: lg.add_(bias)
+    return lg, qk1
+
+# %% ../nbs/00_attention.ipynb #175fce15
+def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask, cache=None):
+    "Forward of a windowed call on padded tensors, `qx [B, G, n, d + 1]` (its last column gets the offsets): `o [B, G, n, d]` and the base-2 log-sum-exp `[B, G, n]` (+inf where nothing is allowed)."
+    B, G, n, d = qx.shape[:3] + (qx.shape[3] - 1,)
+    m = (qx * (k1x[:, band.R - 1:] * k2x[:, band.C - 1:])[:, None]).sum(-1)     # [B, G, n]: the logit of pair (i, i) (qx's last column is still 0)
+    set_offset(qx, m)
+    l, acc = qx.new_empty(B, G, n), qx.new_empty(B, G, n, d)
+    ws, steps, k1w, v1w = Workspace(qx), band_steps(band, B, n), row_windows(k1x, band), row_windows(v1p, band)
+
+    def run(k: int, exact: bool):
+        hb, i0, c, r0, rr = steps[k]
+        q, mi, li, acci = qx[hb, :, i0:i0 + c], m[hb, :, i0:i0 + c], l[hb, :, i0:i0 + c], acc[hb, :, i0:i0 + c]
+        cols = slice(i0, i0 + c + band.C - 1)
+        p = band_logits(ws, q, k1w[rr][hb, i0 + r0:i0 + r0 + c], k2x[hb, cols], mask.bias(hb, i0, c, r0, rr))[0]
+        if exact:                                                                # the running maximum as offset (q's last column is 0)
+            m_new = torch.maximum(mi, p.amax((-2, -1)))
+            alpha = (mi - m_new).exp2().nan_to_num(0.0)
+            p.sub_(m_new.masked_fill(m_new == float('-inf'), 0.0)[..., None, None])
+            acci.mul_(alpha[..., None]); li.mul_(alpha); mi.copy_(m_new)
+        first = r0 == 0 and not exact                                            # writes the tile's sums instead of adding to them
+        lc = torch.sum(p.exp2_(), (-2, -1), out=li if first else None)
+        Bp, M = p.shape[0], G * c * rr
+        out = ws.take('pv', Bp, M, d) if cache is None else cache[k][0] if exact else cache.slot(Bp, M, d)
+        pv2 = torch.bmm(p.view(Bp, M, -1), v2p[hb, cols], out=out)                # [B', G·c·rr, d]
+        if cache is not None and exact: cache[k] = (pv2, mi.clone())
+        elif cache is not None: cache.append((pv2, mi))
+        prod = torch.mul(pv2.view(Bp, G, c, rr, d), v1w[rr][hb, i0 + r0:i0 + r0 + c][:, None], out=ws.take('prod', Bp, G, c, rr, d))
+        if first: torch.sum(prod, 3, out=acci)                                   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
+        else: acci.add_(prod.sum(3)); li.add_(lc)
+
+    for k in range(len(steps)): run(k, False)
+    redo = ~((l >= 1 / SUM_LIMIT) & (l <= SUM_LIMIT)).any(1)                      # [B, n]: a sum out of range in some query head
+    if bool(redo.any()):
+        for k, (hb, i0, c, r0, rr) in enumerate(steps):
+            if not bool(redo[hb, i0:i0 + c].any()): continue
+            if r0 == 0: m[hb, :, i0:i0 + c], l[hb, :, i0:i0 + c], acc[hb, :, i0:i0 + c], qx[hb, :, i0:i0 + c, d] = float('-inf'), 0, 0, 0
+            run(k, True)
+    empty = l == 0
+    o = acc.div_(l.masked_fill(empty, 1.0)[..., None])
+    lse = (m.masked_fill(empty, 0.0) + l.masked_fill(empty, 1.0).log2()).masked_fill(empty, float('inf'))
+    return o, lse
+
+# %% ../nbs/00_attention.ipynb #56d59b3e
+def fold_rows(ws: Workspace, dst, p0: int, a, b):
+    "`dst [B, L, d]` += `Σ_g a ⊙ b` (`[B, G, c, rr, d]`) at rows `p0 + u + r`."
+    B, G, c, rr, d = torch.broadcast_shapes(a.shape, b.shape)
+    y = ws.zeros('fold', B, G, c, c + rr - 1, d)                                  # y[.., u, u + r] = (a ⊙ b)[.., u, r], zero elsewhere
+    torch.mul(a, b, out=y.as_strided((B, G, c, rr, d), (y.stride(0), y.stride(1), y.stride(2) + y.stride(3), y.stride(3), 1)))
+    dst[:, p0:p0 + c + rr - 1] += y.sum((1, 2))
+
+# %% ../nbs/00_attention.ipynb #aef02f5c
+def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask, cache=None):
+    "Recomputing backward of a windowed call: gradients w.r.t. the base-2-scaled queries `qx[..., :d]` and the padded `k1x, k2x, v1p, v2p`."
+    B, G, n, d = do.shape
+    D = (do * o).sum(-1)                                                         # [B, G, n]: Δ_i
+    set_offset(qx, lse)
+    dqs, dk1x, dv1, dk2x, dv2 = do.new_zeros(B, G, n, d), *map(torch.zeros_like, (k1x, v1p, k2x, v2p))
+    dk1, dk2 = dk1x[..., :d], dk2x[..., :d]                                       # the columns of ones get no gradient
+    ws, k1w, v1w = Workspace(qx), row_windows(k1x, band), row_windows(v1p, band)
+    for k, (hb, i0, c, r0, rr) in enumerate(band_steps(band, B, n)):
+        q, g, Dq, st = qx[hb, :, i0:i0 + c], do[hb, :, i0:i0 + c], D[hb, :, i0:i0 + c], lse[hb, :, i0:i0 + c]
+        k1r, v1r = k1w[rr][hb, i0 + r0:i0 + r0 + c], v1w[rr][hb, i0 + r0:i0 + r0 + c]
+        cols = slice(i0, i0 + c + band.C - 1)
+        k2t, v2t = k2x[hb, cols], v2p[hb, cols]
+        lg, qk1 = band_logits(ws, q, k1r, k2t, mask.bias(hb, i0, c, r0, rr))
+        Bp, M, Cp = lg.shape[0], G * c * rr, lg.shape[-1]
+        dov1 = torch.mul(g[:, :, :, None], v1r[:, None], out=ws.take('dov1', Bp, G, c, rr, d)).view(Bp, M, d)        # dO_i ⊙ v1_j
+        dp = torch.bmm(dov1, v2t.transpose(1, 2), out=ws.take('dp', Bp, M, Cp)).view(lg.shape).sub_(Dq[..., None, None])
+        p = lg.exp2_().view(Bp, M, Cp)                                           # P = 2^(s - lse)
+        ds = dp.mul_(lg).view(Bp, M, Cp)
+        if cache is not None: pv2, off = cache[k]                                # P @ V2 from the forward, at its offset
+        else: pv2, off = torch.bmm(p, v2t, out=ws.take('pv', Bp, M, d)), None
+        gv = g if off is None else g * (off - st).exp2()[..., None]
+        fold_rows(ws, dv1[hb], i0 + r0, pv2.view(Bp, G, c, rr, d), gv[:, :, :, None])                  # Σ_i dO_i ⊙ (P_ij: @ V2)
+        dv2[hb, cols] += torch.bmm(p.transpose(1, 2), dov1, out=ws.take('cols', Bp, Cp, d))            # Σ_ij P_ijk (dO_i ⊙ v1_j)
+        dsk2 = torch.bmm(ds, k2t[..., :d], out=ws.take('pv', Bp, M, d)).view(Bp, G, c, rr, d)          # Σ_k dS_ijk k2_k
+        dqs[hb, :, i0:i0 + c] += torch.mul(dsk2, k1r[:, None, ..., :d], out=ws.take('prod', Bp, G, c, rr, d)).sum(3)
+        fold_rows(ws, dk1[hb], i0 + r0, dsk2, q[:, :, :, None, :d])
+        dk2[hb, cols] += torch.bmm(ds.transpose(1, 2), qk1[..., :d], out=ws.take('cols', Bp, Cp, d))  # Σ_ij dS_ijk (q_i ⊙ k1_j)
+    return dqs.mul_(LN2), dk1x.mul_(LN2), dk2x.mul_(LN2), dv1, dv2
+
+# %% ../nbs/00_attention.ipynb #3131e679
+class TripleBandFn(torch.autograd.Function):
+    "Windowed 2-simplicial attention: `q [b, n, h, d]`, `k1, k2, v1, v2 [b, n, h_kv, d]` (`k1, v1` with the narrower window) -> `[b, n, h, d]`."
+    @staticmethod
+    def forward(ctx, q, k1, k2, v1, v2, scale, band, mask):
+        b, n, h, d = q.shape
+        hk, dtype = k1.shape[2], mask.like.dtype
+        qx = heads_first(q, dtype, extra=0.0, scale=scale * LOG2E).view(b * hk, h // hk, n, d + 1)
+        k1x, k2x = heads_first(k1, dtype, band.R - 1, 1.0), heads_first(k2, dtype, band.C - 1, 1.0)
+        v1p, v2p = heads_first(v1, dtype, band.R - 1), heads_first(v2, dtype, band.C - 1)
+        rows = b * h * n * band.R * d                                            # P @ V2 of every step
+        keep = ctx.needs_input_grad[3] and rows <= 4 * sum(t.numel() for t in (qx, k1x, k2x, v1p, v2p))
+        cache = StepCache(qx, rows) if keep else None
+        o, lse = band_forward(qx, k1x, k2x, v1p, v2p, band, mask, cache)
+        ctx.tensors, ctx.band, ctx.mask, ctx.cache, ctx.scale, ctx.dtypes = (qx, k1x, k2x, v1p, v2p, o, lse), band, mask, cache, scale, (q.dtype, k1.dtype)
+        return rearrange(o, '(b hk) g n d -> b n (hk g) d', b=b).to(q.dtype)
+
+    @staticmethod
+    def backward(ctx, do):
+        qx, k1x, k2x, v1p, v2p, o, lse = ctx.tensors
+        b, n, h, d = do.shape
+        B, G = qx.shape[:2]
+        dqs, dk1x, dk2x, dv1, dv2 = band_backward(heads_first(do, o.dtype).view(B, G, n, d), *ctx.tensors, ctx.band, ctx.mask, ctx.cache)
+        dq = dqs.mul_(ctx.scale * LOG2E).view(b, B // b, G, n, d).permute(0, 3, 1, 2, 4).reshape(b, n, h, d)
+        back = lambda g, w: g[:, w - 1:, :d].unflatten(0, (b, B // b)).transpose(1, 2).to(ctx.dtypes[1])   # [b, n, h_kv, d] views
+        return dq.to(ctx.dtypes[0]), back(dk1x, ctx.band.R), back(dk2x, ctx.band.C), back(dv1, ctx.band.R), back(dv2, ctx.band.C), None, None, None
+
+def band_attention(q, k1, k2, v1, v2, pair_mask, pads, window, scale: float, chunk_size=None) -> torch.Tensor:
+    "The windowed chunked path: `q [b, n, h, d]`, keys and values `[b, n, h_kv, d]`, key padding `[b·h_kv, n]` -> `[b, n, h, d]`."
+    if window[0] > window[1]:                                                    # rows take the narrower window
+        k1, k2, v1, v2, window, pads = k2, k1, v2, v1, window[::-1], pads[::-1]
+        pair_mask = None if pair_mask is None else pair_mask.T
+    b, n, h, _ = q.shape
+    band = band_plan(b * k1.shape[2], h // k1.shape[2], n, window, chunk_size)
+    like = q.new_empty(0, dtype=torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype)   # half precision runs in float32
+    return TripleBandFn.apply(q, k1, k2, v1, v2, scale, band, BandMask(band, n, pair_mask, pads, like))
 
 # %% ../nbs/00_attention.ipynb #5a7182a3
 def use_triton(q: torch.Tensor) -> bool:
@@ -511,7 +682,7 @@ def pick_backend(backend: str, q: torch.Tensor, normalize: str) -> str:
         raise ValueError("backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 (set before Triton is imported) to run the kernels on CPU")
     return backend
 
-# %% ../nbs/00_attention.ipynb #6b8293b4
+# %% ../nbs/00_attention.ipynb #66e358d8
 def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False, window=None, key_padding_mask=None,
                      normalize='keys', backend='auto', chunk_size=None):
     "2-simplicial attention: `q [b, n_q, h, d]`, `k1, v1 [b, n_1, h_kv, d]`, `k2, v2 [b, n_2, h_kv, d]` -> `[b, n_q, h, d]`; options as tabled above."
@@ -519,16 +690,15 @@ def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False
     if chunk_size is not None and chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     backend = pick_backend(backend, q, normalize)
     b, nq, h, d = q.shape
-    dtype = q.dtype if backend == 'triton' or q.dtype not in (torch.float16, torch.bfloat16) else torch.float32
-    qs = rearrange(q, 'b n (hk g) d -> (b hk) g n d', hk=h_kv).to(dtype) * ((d ** -0.5 if scale is None else scale) * LOG2E)
-    if backend == 'chunked' and window is not None and window[0] > window[1]:      # rows take the narrower window
-        k1, k2, v1, v2, window, pads = k2, k1, v2, v1, window[::-1], pads[::-1]
-        pair_mask = None if pair_mask is None else pair_mask.T
-    k1, k2, v1, v2 = (rearrange(t, 'b n h d -> (b h) n d').to(dtype).contiguous() for t in (k1, k2, v1, v2))
+    scale = d ** -0.5 if scale is None else scale
     pads = tuple(None if m is None else repeat(m.to(q.device), 'b n -> (b h) n', h=h_kv) for m in pads)
+    if backend == 'chunked' and window is not None: return band_attention(q, k1, k2, v1, v2, pair_mask, pads, window, scale, chunk_size)
+    dtype = q.dtype if backend == 'triton' or q.dtype not in (torch.float16, torch.bfloat16) else torch.float32
+    qs = rearrange(q, 'b n (hk g) d -> (b hk) g n d', hk=h_kv).to(dtype) * (scale * LOG2E)
+    k1, k2, v1, v2 = (rearrange(t, 'b n h d -> (b h) n d').to(dtype).contiguous() for t in (k1, k2, v1, v2))
     if backend == 'triton': o = triton_kernel().apply(qs, k1, k2, v1, v2, pair_mask, pads, causal, window)
     else:
-        steps = plan_steps(*qs.shape[:3], k1.shape[1], k2.shape[1], pair_mask, causal, window, normalize, chunk_size, device=q.device)
+        steps = plan_steps(*qs.shape[:3], k1.shape[1], k2.shape[1], pair_mask, causal, normalize, chunk_size, device=q.device)
         o = TripleChunkedFn.apply(qs, k1, k2, v1, v2, steps, pads, normalize)
     return rearrange(o, '(b hk) g n d -> b n (hk g) d', b=b).to(q.dtype)
 
