@@ -544,8 +544,8 @@ def band_logits(ws: Workspace, q, k1r, k2t, bias):
     else: lg.add_(bias)
     return lg, qk1
 
-# %% ../nbs/00_attention.ipynb #175fce15
-def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask, cache=None):
+# %% ../nbs/00_attention.ipynb #8469b16b
+def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask):
     "Forward of a windowed call on padded tensors, `qx [B, G, n, d + 1]` (its last column gets the offsets): `o [B, G, n, d]` and the base-2 log-sum-exp `[B, G, n]` (+inf where nothing is allowed)."
     B, G, n, d = qx.shape[:3] + (qx.shape[3] - 1,)
     m = (qx * (k1x[:, band.R - 1:] * k2x[:, band.C - 1:])[:, None]).sum(-1)     # [B, G, n]: the logit of pair (i, i) (qx's last column is still 0)
@@ -553,8 +553,7 @@ def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask, cache=None)
     l, acc = qx.new_empty(B, G, n), qx.new_empty(B, G, n, d)
     ws, steps, k1w, v1w = Workspace(qx), band_steps(band, B, n), row_windows(k1x, band), row_windows(v1p, band)
 
-    def run(k: int, exact: bool):
-        hb, i0, c, r0, rr = steps[k]
+    def run(hb: slice, i0: int, c: int, r0: int, rr: int, exact: bool):
         q, mi, li, acci = qx[hb, :, i0:i0 + c], m[hb, :, i0:i0 + c], l[hb, :, i0:i0 + c], acc[hb, :, i0:i0 + c]
         cols = slice(i0, i0 + c + band.C - 1)
         p = band_logits(ws, q, k1w[rr][hb, i0 + r0:i0 + r0 + c], k2x[hb, cols], mask.bias(hb, i0, c, r0, rr))[0]
@@ -566,21 +565,18 @@ def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask, cache=None)
         first = r0 == 0 and not exact                                            # writes the tile's sums instead of adding to them
         lc = torch.sum(p.exp2_(), (-2, -1), out=li if first else None)
         Bp, M = p.shape[0], G * c * rr
-        out = ws.take('pv', Bp, M, d) if cache is None else cache[k][0] if exact else cache.slot(Bp, M, d)
-        pv2 = torch.bmm(p.view(Bp, M, -1), v2p[hb, cols], out=out)                # [B', G·c·rr, d]
-        if cache is not None and exact: cache[k] = (pv2, mi.clone())
-        elif cache is not None: cache.append((pv2, mi))
+        pv2 = torch.bmm(p.view(Bp, M, -1), v2p[hb, cols], out=ws.take('pv', Bp, M, d))   # [B', G·c·rr, d]
         prod = torch.mul(pv2.view(Bp, G, c, rr, d), v1w[rr][hb, i0 + r0:i0 + r0 + c][:, None], out=ws.take('prod', Bp, G, c, rr, d))
         if first: torch.sum(prod, 3, out=acci)                                   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
         else: acci.add_(prod.sum(3)); li.add_(lc)
 
-    for k in range(len(steps)): run(k, False)
+    for step in steps: run(*step, exact=False)
     redo = ~((l >= 1 / SUM_LIMIT) & (l <= SUM_LIMIT)).any(1)                      # [B, n]: a sum out of range in some query head
     if bool(redo.any()):
-        for k, (hb, i0, c, r0, rr) in enumerate(steps):
+        for hb, i0, c, r0, rr in steps:
             if not bool(redo[hb, i0:i0 + c].any()): continue
             if r0 == 0: m[hb, :, i0:i0 + c], l[hb, :, i0:i0 + c], acc[hb, :, i0:i0 + c], qx[hb, :, i0:i0 + c, d] = float('-inf'), 0, 0, 0
-            run(k, True)
+            run(hb, i0, c, r0, rr, exact=True)
     empty = l == 0
     o = acc.div_(l.masked_fill(empty, 1.0)[..., None])
     lse = (m.masked_fill(empty, 0.0) + l.masked_fill(empty, 1.0).log2()).masked_fill(empty, float('inf'))
@@ -594,8 +590,8 @@ def fold_rows(ws: Workspace, dst, p0: int, a, b):
     torch.mul(a, b, out=y.as_strided((B, G, c, rr, d), (y.stride(0), y.stride(1), y.stride(2) + y.stride(3), y.stride(3), 1)))
     dst[:, p0:p0 + c + rr - 1] += y.sum((1, 2))
 
-# %% ../nbs/00_attention.ipynb #aef02f5c
-def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask, cache=None):
+# %% ../nbs/00_attention.ipynb #77a522b0
+def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask):
     "Recomputing backward of a windowed call: gradients w.r.t. the base-2-scaled queries `qx[..., :d]` and the padded `k1x, k2x, v1p, v2p`."
     B, G, n, d = do.shape
     D = (do * o).sum(-1)                                                         # [B, G, n]: Δ_i
@@ -603,8 +599,8 @@ def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask
     dqs, dk1x, dv1, dk2x, dv2 = do.new_zeros(B, G, n, d), *map(torch.zeros_like, (k1x, v1p, k2x, v2p))
     dk1, dk2 = dk1x[..., :d], dk2x[..., :d]                                       # the columns of ones get no gradient
     ws, k1w, v1w = Workspace(qx), row_windows(k1x, band), row_windows(v1p, band)
-    for k, (hb, i0, c, r0, rr) in enumerate(band_steps(band, B, n)):
-        q, g, Dq, st = qx[hb, :, i0:i0 + c], do[hb, :, i0:i0 + c], D[hb, :, i0:i0 + c], lse[hb, :, i0:i0 + c]
+    for hb, i0, c, r0, rr in band_steps(band, B, n):
+        q, g, Dq = qx[hb, :, i0:i0 + c], do[hb, :, i0:i0 + c], D[hb, :, i0:i0 + c]
         k1r, v1r = k1w[rr][hb, i0 + r0:i0 + r0 + c], v1w[rr][hb, i0 + r0:i0 + r0 + c]
         cols = slice(i0, i0 + c + band.C - 1)
         k2t, v2t = k2x[hb, cols], v2p[hb, cols]
@@ -614,10 +610,8 @@ def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask
         dp = torch.bmm(dov1, v2t.transpose(1, 2), out=ws.take('dp', Bp, M, Cp)).view(lg.shape).sub_(Dq[..., None, None])
         p = lg.exp2_().view(Bp, M, Cp)                                           # P = 2^(s - lse)
         ds = dp.mul_(lg).view(Bp, M, Cp)
-        if cache is not None: pv2, off = cache[k]                                # P @ V2 from the forward, at its offset
-        else: pv2, off = torch.bmm(p, v2t, out=ws.take('pv', Bp, M, d)), None
-        gv = g if off is None else g * (off - st).exp2()[..., None]
-        fold_rows(ws, dv1[hb], i0 + r0, pv2.view(Bp, G, c, rr, d), gv[:, :, :, None])                  # Σ_i dO_i ⊙ (P_ij: @ V2)
+        pv2 = torch.bmm(p, v2t, out=ws.take('pv', Bp, M, d))
+        fold_rows(ws, dv1[hb], i0 + r0, pv2.view(Bp, G, c, rr, d), g[:, :, :, None])                   # Σ_i dO_i ⊙ (P_ij: @ V2)
         dv2[hb, cols] += torch.bmm(p.transpose(1, 2), dov1, out=ws.take('cols', Bp, Cp, d))            # Σ_ij P_ijk (dO_i ⊙ v1_j)
         dsk2 = torch.bmm(ds, k2t[..., :d], out=ws.take('pv', Bp, M, d)).view(Bp, G, c, rr, d)          # Σ_k dS_ijk k2_k
         dqs[hb, :, i0:i0 + c] += torch.mul(dsk2, k1r[:, None, ..., :d], out=ws.take('prod', Bp, G, c, rr, d)).sum(3)
@@ -625,7 +619,7 @@ def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask
         dk2[hb, cols] += torch.bmm(ds.transpose(1, 2), qk1[..., :d], out=ws.take('cols', Bp, Cp, d))  # Σ_ij dS_ijk (q_i ⊙ k1_j)
     return dqs.mul_(LN2), dk1x.mul_(LN2), dk2x.mul_(LN2), dv1, dv2
 
-# %% ../nbs/00_attention.ipynb #3131e679
+# %% ../nbs/00_attention.ipynb #7c3ccb89
 class TripleBandFn(torch.autograd.Function):
     "Windowed 2-simplicial attention: `q [b, n, h, d]`, `k1, k2, v1, v2 [b, n, h_kv, d]` (`k1, v1` with the narrower window) -> `[b, n, h, d]`."
     @staticmethod
@@ -635,19 +629,16 @@ class TripleBandFn(torch.autograd.Function):
         qx = heads_first(q, dtype, extra=0.0, scale=scale * LOG2E).view(b * hk, h // hk, n, d + 1)
         k1x, k2x = heads_first(k1, dtype, band.R - 1, 1.0), heads_first(k2, dtype, band.C - 1, 1.0)
         v1p, v2p = heads_first(v1, dtype, band.R - 1), heads_first(v2, dtype, band.C - 1)
-        rows = b * h * n * band.R * d                                            # P @ V2 of every step
-        keep = ctx.needs_input_grad[3] and rows <= 4 * sum(t.numel() for t in (qx, k1x, k2x, v1p, v2p))
-        cache = StepCache(qx, rows) if keep else None
-        o, lse = band_forward(qx, k1x, k2x, v1p, v2p, band, mask, cache)
-        ctx.tensors, ctx.band, ctx.mask, ctx.cache, ctx.scale, ctx.dtypes = (qx, k1x, k2x, v1p, v2p, o, lse), band, mask, cache, scale, (q.dtype, k1.dtype)
+        o, lse = band_forward(qx, k1x, k2x, v1p, v2p, band, mask)
+        ctx.tensors, ctx.band, ctx.mask, ctx.scale, ctx.dtypes = (qx, k1x, k2x, v1p, v2p, o, lse), band, mask, scale, (q.dtype, k1.dtype)
         return rearrange(o, '(b hk) g n d -> b n (hk g) d', b=b).to(q.dtype)
 
     @staticmethod
     def backward(ctx, do):
-        qx, k1x, k2x, v1p, v2p, o, lse = ctx.tensors
         b, n, h, d = do.shape
+        qx = ctx.tensors[0]
         B, G = qx.shape[:2]
-        dqs, dk1x, dk2x, dv1, dv2 = band_backward(heads_first(do, o.dtype).view(B, G, n, d), *ctx.tensors, ctx.band, ctx.mask, ctx.cache)
+        dqs, dk1x, dk2x, dv1, dv2 = band_backward(heads_first(do, qx.dtype).view(B, G, n, d), *ctx.tensors, ctx.band, ctx.mask)
         dq = dqs.mul_(ctx.scale * LOG2E).view(b, B // b, G, n, d).permute(0, 3, 1, 2, 4).reshape(b, n, h, d)
         back = lambda g, w: g[:, w - 1:, :d].unflatten(0, (b, B // b)).transpose(1, 2).to(ctx.dtypes[1])   # [b, n, h_kv, d] views
         return dq.to(ctx.dtypes[0]), back(dk1x, ctx.band.R), back(dk2x, ctx.band.C), back(dv1, ctx.band.R), back(dv2, ctx.band.C), None, None, None
