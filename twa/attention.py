@@ -24,14 +24,15 @@ __all__ = ['EPS', 'LOG2E', 'LN2', 'SUM_LIMIT', 'ATTENTIONS', 'check_layout', 'ch
            'check_triple', 'triple_attention_ref', 'Step', 'span', 'trimmed', 'pair_steps', 'causal_steps',
            'plan_steps', 'make_plan', 'mask_free_plan', 'query_view', 'Workspace', 'step_workspace', 'operands',
            'mul_sum', 'add_rows', 'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'offset_exp2',
-           'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward',
-           'TripleChunkedFn', 'Band', 'band_plan', 'band_steps', 'BandMask', 'heads_first', 'set_offset', 'row_windows',
-           'band_logits', 'band_forward', 'fold_rows', 'band_backward', 'TripleBandFn', 'band_attention', 'use_triton',
-           'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention', 'rank1_attention_ref',
-           'concat_attention', 'concat_attention_ref', 'CrossAttention', 'StandardAttention', 'TripleAttention',
-           'ConcatAttention', 'Rank1Attention', 'expand_heads', 'attention_weights', 'standard_attention_map',
-           'pair_diagonals', 'triple_attention_map', 'Attention', 'AttentionRegistry', 'register_attention',
-           'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops', 'concat_as_standard']
+           'max_offset_exp2', 'rescale', 'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads',
+           'triple_backward', 'TripleChunkedFn', 'Band', 'band_plan', 'band_steps', 'BandMask', 'heads_first',
+           'set_offset', 'row_windows', 'band_logits', 'band_forward', 'fold_rows', 'band_backward', 'TripleBandFn',
+           'band_attention', 'use_triton', 'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs',
+           'rank1_attention', 'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention',
+           'StandardAttention', 'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'expand_heads',
+           'attention_weights', 'standard_attention_map', 'pair_diagonals', 'triple_attention_map', 'Attention',
+           'AttentionRegistry', 'register_attention', 'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops',
+           'concat_as_standard']
 
 # %% ../nbs/00_attention.ipynb #a343dddc
 def check_layout(q: torch.Tensor, **kvs: torch.Tensor) -> int:
@@ -336,7 +337,7 @@ def step_logits(ws: Workspace, s: Step, q, k1r, k2c, keeps, offset=None):
     for keep in keeps: lg.add_(as_bias(keep, lg.dtype))
     return lg, qk1
 
-# %% ../nbs/00_attention.ipynb #8fc6d7e8
+# %% ../nbs/00_attention.ipynb #3ec6b467
 def is_meta(t: torch.Tensor) -> bool: return t.device.type == 'meta'
 
 def offset_exp2(logits, m: torch.Tensor, limit: float = 64.0):
@@ -345,11 +346,19 @@ def offset_exp2(logits, m: torch.Tensor, limit: float = 64.0):
         p = logits(m).exp2_()
         lc = p.sum((-2, -1))
         if not bool((lc > 2.0 ** limit).any()): return p, lc, m
-    s = logits(None)
+    return max_offset_exp2(logits(None), m)
+
+def max_offset_exp2(s, m: torch.Tensor):
+    "`p = 2^(s - m')` in place of the logits `s`, with the running maximum `m' = max(m, max s)` as offset; its sums and `m'`."
     m_new = torch.maximum(m, s.amax((-2, -1)))
     m_safe = m_new.masked_fill(m_new == float('-inf'), 0.0)                 # nothing allowed yet: 2^-inf = 0
     p = s.sub_(m_safe[..., None, None]).exp2_()
     return p, p.sum((-2, -1)), m_new
+
+def rescale(m: torch.Tensor, m_new: torch.Tensor, l: torch.Tensor, acc: torch.Tensor):
+    "Move the running sums `l [.., n]` and `acc [.., n, d]` from offset `m` to `m_new`, in place (`m` becomes `m_new`)."
+    alpha = (m - m_new).exp2().nan_to_num(0.0)                               # -inf - -inf: nothing accumulated yet
+    l.mul_(alpha); acc.mul_(alpha[..., None]); m.copy_(m_new)
 
 # %% ../nbs/00_attention.ipynb #94d9a049
 class StepCache(list):
@@ -360,7 +369,7 @@ class StepCache(list):
         self.at += n
         return self.buf[self.at - n:self.at].view(*shape)
 
-# %% ../nbs/00_attention.ipynb #11f34adc
+# %% ../nbs/00_attention.ipynb #87be6afc
 def forward_keys(qs, k1, k2, v1, v2, steps, pads, cache=None):
     "Online-softmax forward: `o [B, G, n_q, d]` and the base-2 log-sum-exp `[B, G, n_q]` (+inf where nothing is allowed)."
     B, G, nq, d = qs.shape
@@ -374,10 +383,9 @@ def forward_keys(qs, k1, k2, v1, v2, steps, pads, cache=None):
         rows = (p.shape[0], math.prod(p.shape[1:4]), d)                          # [B', G·ci·R, d]
         pv2 = torch.bmm(p.view(*rows[:2], -1), v2c, out=cache.slot(*rows) if cache is not None else ws.take('pv', *rows))
         if cache is not None: cache.append((pv2, m_new.clone()))
-        alpha = (mi - m_new).exp2().nan_to_num(0.0)                              # -inf - -inf: nothing accumulated yet
-        acci.mul_(alpha[..., None]).add_(mul_sum(ws, pv2.view(*p.shape[:-1], d), v1r, 3))   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
-        li.mul_(alpha).add_(lc)
-        mi.copy_(m_new)
+        rescale(mi, m_new, li, acci)
+        acci.add_(mul_sum(ws, pv2.view(*p.shape[:-1], d), v1r, 3))              # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
+        li.add_(lc)
     empty = l == 0
     o = acc / l.masked_fill(empty, 1.0)[..., None]
     lse = (m.masked_fill(empty, 0.0) + l.masked_fill(empty, 1.0).log2()).masked_fill(empty, float('inf'))
@@ -544,7 +552,7 @@ def band_logits(ws: Workspace, q, k1r, k2t, bias):
     else: lg.add_(bias)
     return lg, qk1
 
-# %% ../nbs/00_attention.ipynb #8469b16b
+# %% ../nbs/00_attention.ipynb #06828424
 def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask):
     "Forward of a windowed call on padded tensors, `qx [B, G, n, d + 1]` (its last column gets the offsets): `o [B, G, n, d]` and the base-2 log-sum-exp `[B, G, n]` (+inf where nothing is allowed)."
     B, G, n, d = qx.shape[:3] + (qx.shape[3] - 1,)
@@ -557,13 +565,11 @@ def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask):
         q, mi, li, acci = qx[hb, :, i0:i0 + c], m[hb, :, i0:i0 + c], l[hb, :, i0:i0 + c], acc[hb, :, i0:i0 + c]
         cols = slice(i0, i0 + c + band.C - 1)
         p = band_logits(ws, q, k1w[rr][hb, i0 + r0:i0 + r0 + c], k2x[hb, cols], mask.bias(hb, i0, c, r0, rr))[0]
-        if exact:                                                                # the running maximum as offset (q's last column is 0)
-            m_new = torch.maximum(mi, p.amax((-2, -1)))
-            alpha = (mi - m_new).exp2().nan_to_num(0.0)
-            p.sub_(m_new.masked_fill(m_new == float('-inf'), 0.0)[..., None, None])
-            acci.mul_(alpha[..., None]); li.mul_(alpha); mi.copy_(m_new)
         first = r0 == 0 and not exact                                            # writes the tile's sums instead of adding to them
-        lc = torch.sum(p.exp2_(), (-2, -1), out=li if first else None)
+        if exact:                                                                # the running maximum as offset (q's last column is 0)
+            p, lc, m_new = max_offset_exp2(p, mi)
+            rescale(mi, m_new, li, acci)
+        else: lc = torch.sum(p.exp2_(), (-2, -1), out=li if first else None)
         Bp, M = p.shape[0], G * c * rr
         pv2 = torch.bmm(p.view(Bp, M, -1), v2p[hb, cols], out=ws.take('pv', Bp, M, d))   # [B', G·c·rr, d]
         prod = torch.mul(pv2.view(Bp, G, c, rr, d), v1w[rr][hb, i0 + r0:i0 + r0 + c][:, None], out=ws.take('prod', Bp, G, c, rr, d))
@@ -590,9 +596,9 @@ def fold_rows(ws: Workspace, dst, p0: int, a, b):
     torch.mul(a, b, out=y.as_strided((B, G, c, rr, d), (y.stride(0), y.stride(1), y.stride(2) + y.stride(3), y.stride(3), 1)))
     dst[:, p0:p0 + c + rr - 1] += y.sum((1, 2))
 
-# %% ../nbs/00_attention.ipynb #77a522b0
-def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask):
-    "Recomputing backward of a windowed call: gradients w.r.t. the base-2-scaled queries `qx[..., :d]` and the padded `k1x, k2x, v1p, v2p`."
+# %% ../nbs/00_attention.ipynb #056994a9
+def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask, q_scale: float):
+    "Recomputing backward of a windowed call: gradients w.r.t. the queries before their scaling by `q_scale` (`qx = q·q_scale`) and w.r.t. the padded `k1x, k2x, v1p, v2p`."
     B, G, n, d = do.shape
     D = (do * o).sum(-1)                                                         # [B, G, n]: Δ_i
     set_offset(qx, lse)
@@ -617,9 +623,10 @@ def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask
         dqs[hb, :, i0:i0 + c] += torch.mul(dsk2, k1r[:, None, ..., :d], out=ws.take('prod', Bp, G, c, rr, d)).sum(3)
         fold_rows(ws, dk1[hb], i0 + r0, dsk2, q[:, :, :, None, :d])
         dk2[hb, cols] += torch.bmm(ds.transpose(1, 2), qk1[..., :d], out=ws.take('cols', Bp, Cp, d))  # Σ_ij dS_ijk (q_i ⊙ k1_j)
-    return dqs.mul_(LN2), dk1x.mul_(LN2), dk2x.mul_(LN2), dv1, dv2
+    dk1.mul_(LN2); dk2.mul_(LN2)                                                 # the logits are base 2: d/ds = ln2 d/dlogit
+    return dqs.mul_(LN2 * q_scale), dk1x, dk2x, dv1, dv2
 
-# %% ../nbs/00_attention.ipynb #7c3ccb89
+# %% ../nbs/00_attention.ipynb #6a940c69
 class TripleBandFn(torch.autograd.Function):
     "Windowed 2-simplicial attention: `q [b, n, h, d]`, `k1, k2, v1, v2 [b, n, h_kv, d]` (`k1, v1` with the narrower window) -> `[b, n, h, d]`."
     @staticmethod
@@ -638,8 +645,8 @@ class TripleBandFn(torch.autograd.Function):
         b, n, h, d = do.shape
         qx = ctx.tensors[0]
         B, G = qx.shape[:2]
-        dqs, dk1x, dk2x, dv1, dv2 = band_backward(heads_first(do, qx.dtype).view(B, G, n, d), *ctx.tensors, ctx.band, ctx.mask)
-        dq = dqs.mul_(ctx.scale * LOG2E).view(b, B // b, G, n, d).permute(0, 3, 1, 2, 4).reshape(b, n, h, d)
+        dqs, dk1x, dk2x, dv1, dv2 = band_backward(heads_first(do, qx.dtype).view(B, G, n, d), *ctx.tensors, ctx.band, ctx.mask, ctx.scale * LOG2E)
+        dq = dqs.view(b, B // b, G, n, d).permute(0, 3, 1, 2, 4).reshape(b, n, h, d)
         back = lambda g, w: g[:, w - 1:, :d].unflatten(0, (b, B // b)).transpose(1, 2).to(ctx.dtypes[1])   # [b, n, h_kv, d] views
         return dq.to(ctx.dtypes[0]), back(dk1x, ctx.band.R), back(dk2x, ctx.band.C), back(dv1, ctx.band.R), back(dv2, ctx.band.C), None, None, None
 
