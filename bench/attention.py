@@ -7,6 +7,10 @@
 Standard size (issue 13, point 5): b·h = 64 (b=16, h=4), n_q = 8, n_1 = n_2 = n_k in {64, 256}, d = 64, float32.
 Windowed size (issue 13, point 2): causal self-attention with window (64, 16) at n = 1024 against the full
 (non-causal) call at n = 256, both b·h = 16 (b=4, h=4), n_q = n_1 = n_2 = n, d = 64, each counted over its allowed pairs.
+The row `window_gemms` times only the batched GEMMs the windowed call makes on the chunked path (the tiles of
+`band_plan`, the shapes and layouts of `band_forward` and `band_backward`), credited with the windowed call's FLOPs:
+the rate that path would reach if everything besides its GEMMs took no time. Its steps reuse one set of operands per
+shape, which stays in cache, so it is an upper bound.
 FLOPs come from `attention_flops` (DESIGN §1: forward `4·n_q·|pairs|·d` per head for `triple`, `4·n_q·n_k·d` for
 `standard`); forward+backward counts 3× forward (recomputation in the backward pass earns no credit).
 
@@ -20,7 +24,7 @@ import argparse, json, os, random, statistics, subprocess, sys, time
 import torch
 from common import interleaved_times, median_spread
 import torch.nn.functional as F
-from twa.attention import attention_flops, causal_pairs, standard_attention, triple_attention, triple_attention_ref
+from twa.attention import attention_flops, band_plan, band_steps, causal_pairs, standard_attention, triple_attention, triple_attention_ref
 
 SIZES = (64, 256)                                                  # n_k of the standard size
 WINDOWED = dict(b=4, h=4, nq=1024, n=1024, d=64, window=(64, 16))
@@ -36,8 +40,35 @@ def timeit(fns: dict, min_time=0.5, warmup=2):
     return {k: statistics.median(v) for k, v in interleaved_times(fns, rounds=5, min_time=min_time, warmup=warmup).items()}
 
 
+def band_gemms(shape, backward):
+    "A callable making only the GEMMs of a windowed call on the chunked path (2 per step forward, 6 more backward), and that call's forward FLOPs."
+    b, h, n, d, window = (shape[k] for k in ('b', 'h', 'n', 'd', 'window'))
+    band, g = band_plan(b * h, 1, n, sorted(window)), torch.Generator().manual_seed(0)
+    operands = {}
+    def step_operands(Bp, M, Cp):                     # M = c·rr rows, Cp = c + C - 1 columns; one set per distinct shape
+        if (Bp, M, Cp) not in operands:
+            r = lambda *s: torch.randn(*s, generator=g)
+            operands[Bp, M, Cp] = dict(qk1=r(Bp, M, d + 1), k2=r(Bp, Cp, d + 1), v2=r(Bp, Cp, d), p=r(Bp, M, Cp), dov1=r(Bp, M, d),
+                                       s=torch.empty(Bp, M, Cp), rows=torch.empty(Bp, M, d), cols=torch.empty(Bp, Cp, d))
+        return operands[Bp, M, Cp]
+    steps = [step_operands(len(range(b * h)[hb]), c * rr, c + band.C - 1) for hb, i0, c, r0, rr in band_steps(band, b * h, n)]
+    def run():
+        for o in steps:
+            torch.bmm(o['qk1'], o['k2'].transpose(1, 2), out=o['s'])              # the logits
+            torch.bmm(o['p'], o['v2'], out=o['rows'])                             # P @ V2
+            if backward:                                                          # recomputed logits, dP, P @ V2, dV2, dS @ K2, dK2
+                torch.bmm(o['qk1'], o['k2'].transpose(1, 2), out=o['s'])
+                torch.bmm(o['dov1'], o['v2'].transpose(1, 2), out=o['s'])
+                torch.bmm(o['p'], o['v2'], out=o['rows'])
+                torch.bmm(o['p'].transpose(1, 2), o['dov1'], out=o['cols'])
+                torch.bmm(o['p'], o['k2'][..., :d], out=o['rows'])
+                torch.bmm(o['p'].transpose(1, 2), o['qk1'][..., :d], out=o['cols'])
+    return run, attention_flops('triple', b, h, n, n, d, causal_pairs(n, window) / n)
+
+
 def run_case(impl, shape, backward):
-    "A zero-argument callable running `impl` (triple, triple_ref, standard, sdpa) at `shape`, and its forward FLOPs."
+    "A zero-argument callable running `impl` (triple, triple_ref, standard, sdpa, window_gemms) at `shape`, and its forward FLOPs."
+    if impl == 'window_gemms': return band_gemms(shape, backward)
     b, h, nq, n, d, window = (shape[k] for k in ('b', 'h', 'nq', 'n', 'd', 'window'))
     g = torch.Generator().manual_seed(0)
     x = [torch.randn(b, m, h, d, generator=g).requires_grad_(backward) for m in (nq, n, n, n, n)]
@@ -72,7 +103,7 @@ def groups():
         for backward in (False, True):
             for impls in (['triple'], ['triple_ref'], ['standard', 'sdpa']): yield f"n_k={n}", standard_size(n), backward, impls
     for backward in (False, True):
-        yield "window", WINDOWED, backward, ['triple']
+        yield "window", WINDOWED, backward, ['triple', 'window_gemms']
         yield "full", FULL, backward, ['triple']
 
 
@@ -115,6 +146,8 @@ def main():
         'triple_ref_fwd_of_matmul': spread(rows['triple_ref', big, 'fwd']['of_matmul']),
         'windowed_over_full_fwd': spread(per_round(('triple', 'window', 'fwd'), ('triple', 'full', 'fwd'))),
         'windowed_over_full_fwdbwd': spread(per_round(('triple', 'window', 'fwd+bwd'), ('triple', 'full', 'fwd+bwd'))),
+        'window_gemms_over_full_fwd': spread(per_round(('window_gemms', 'window', 'fwd'), ('triple', 'full', 'fwd'))),
+        'window_gemms_over_full_fwdbwd': spread(per_round(('window_gemms', 'window', 'fwd+bwd'), ('triple', 'full', 'fwd+bwd'))),
         'standard_time_over_sdpa_fwd': spread(per_round(('sdpa', big, 'fwd'), ('standard', big, 'fwd'), 'gflops')),
         'standard_time_over_sdpa_fwdbwd': spread(per_round(('sdpa', big, 'fwd+bwd'), ('standard', big, 'fwd+bwd'), 'gflops')),
         'triple_peak_of_ref_fwd': mem['triple', 'fwd'] / mem['triple_ref', 'fwd'],
@@ -127,10 +160,10 @@ def main():
         return
     print(f"float32, {torch.get_num_threads()} threads, {args.rounds} rounds, load {config['load'][0]:.2f}; "
           f"torch.matmul 1024³: {summary['matmul_gflops']['median']:.1f} GFLOP/s (median over groups)")
-    print(f"{'impl':<11}{'case':<8}{'pass':<9}{'GFLOP/s':>9}{'of matmul':>11}  spread")
+    print(f"{'impl':<13}{'case':<8}{'pass':<9}{'GFLOP/s':>9}{'of matmul':>11}  spread")
     for (impl, label, p), v in rows.items():
         f = v['of_matmul']
-        print(f"{impl:<11}{label:<8}{p:<9}{statistics.median(v['gflops']):>9.1f}{statistics.median(f):>10.0%}   {min(f):.0%}-{max(f):.0%}")
+        print(f"{impl:<13}{label:<8}{p:<9}{statistics.median(v['gflops']):>9.1f}{statistics.median(f):>10.0%}   {min(f):.0%}-{max(f):.0%}")
     for k, v in summary.items():
         print(f"{k:<32}" + (f"{v['median']:.3f}  ({v['low']:.3f}-{v['high']:.3f})" if isinstance(v, dict) else f"{v:.3f}"))
 
