@@ -298,14 +298,14 @@ def step_workspace(like: torch.Tensor, steps: list) -> Workspace:
     rows, block = (max(c) for c in zip((0, 0), *sizes))
     return Workspace(like, {name: block if name in ('s', 'dp', 'w') else rows for name in ('s', 'dp', 'w', 'qk1', 'pv', 'prod', 'dov1')})
 
-# %% ../nbs/00_attention.ipynb #b8660730
+# %% ../nbs/00_attention.ipynb #7d81e9f2
 def operands(s: Step, k1, v1, k2, v2) -> list:
     "The step's `k1, v1` rows as views `[B', 1, 1, R, d]` and its `k2, v2` columns as GEMM operands `[B', C, d]`."
     return [t[s.heads, None, None, s.rows] for t in (k1, v1)] + [t[s.heads, s.cols] for t in (k2, v2)]
 
-def mul_sum(ws: Workspace, a, b, dims) -> torch.Tensor:
-    "`(a * b).sum(dims)`, the product in the workspace."
-    return torch.mul(a, b, out=ws.take('prod', *torch.broadcast_shapes(a.shape, b.shape))).sum(dims)
+def mul_sum(ws: Workspace, a, b, dims, out=None) -> torch.Tensor:
+    "`(a * b).sum(dims)` (into `out` if given), the product in the workspace."
+    return torch.sum(torch.mul(a, b, out=ws.take('prod', *torch.broadcast_shapes(a.shape, b.shape))), dims, out=out)
 
 def add_rows(ws: Workspace, dst, rows: slice, a, b):
     "`dst [B, n, d]` += `a ⊙ b` (`[B, G, ci, R, d]`) summed over what shares a row, the query heads and the queries."
@@ -552,7 +552,7 @@ def band_logits(ws: Workspace, q, k1r, k2t, bias):
     else: lg.add_(bias)
     return lg, qk1
 
-# %% ../nbs/00_attention.ipynb #06828424
+# %% ../nbs/00_attention.ipynb #c49cb25a
 def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask):
     "Forward of a windowed call on padded tensors, `qx [B, G, n, d + 1]` (its last column gets the offsets): `o [B, G, n, d]` and the base-2 log-sum-exp `[B, G, n]` (+inf where nothing is allowed)."
     B, G, n, d = qx.shape[:3] + (qx.shape[3] - 1,)
@@ -572,9 +572,8 @@ def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask):
         else: lc = torch.sum(p.exp2_(), (-2, -1), out=li if first else None)
         Bp, M = p.shape[0], G * c * rr
         pv2 = torch.bmm(p.view(Bp, M, -1), v2p[hb, cols], out=ws.take('pv', Bp, M, d))   # [B', G·c·rr, d]
-        prod = torch.mul(pv2.view(Bp, G, c, rr, d), v1w[rr][hb, i0 + r0:i0 + r0 + c][:, None], out=ws.take('prod', Bp, G, c, rr, d))
-        if first: torch.sum(prod, 3, out=acci)                                   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
-        else: acci.add_(prod.sum(3)); li.add_(lc)
+        rows = mul_sum(ws, pv2.view(Bp, G, c, rr, d), v1w[rr][hb, i0 + r0:i0 + r0 + c][:, None], 3, out=acci if first else None)   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
+        if not first: acci.add_(rows); li.add_(lc)
 
     for step in steps: run(*step, exact=False)
     redo = ~((l >= 1 / SUM_LIMIT) & (l <= SUM_LIMIT)).any(1)                      # [B, n]: a sum out of range in some query head
@@ -596,7 +595,7 @@ def fold_rows(ws: Workspace, dst, p0: int, a, b):
     torch.mul(a, b, out=y.as_strided((B, G, c, rr, d), (y.stride(0), y.stride(1), y.stride(2) + y.stride(3), y.stride(3), 1)))
     dst[:, p0:p0 + c + rr - 1] += y.sum((1, 2))
 
-# %% ../nbs/00_attention.ipynb #056994a9
+# %% ../nbs/00_attention.ipynb #2b1e8a04
 def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask, q_scale: float):
     "Recomputing backward of a windowed call: gradients w.r.t. the queries before their scaling by `q_scale` (`qx = q·q_scale`) and w.r.t. the padded `k1x, k2x, v1p, v2p`."
     B, G, n, d = do.shape
@@ -620,7 +619,7 @@ def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask
         fold_rows(ws, dv1[hb], i0 + r0, pv2.view(Bp, G, c, rr, d), g[:, :, :, None])                   # Σ_i dO_i ⊙ (P_ij: @ V2)
         dv2[hb, cols] += torch.bmm(p.transpose(1, 2), dov1, out=ws.take('cols', Bp, Cp, d))            # Σ_ij P_ijk (dO_i ⊙ v1_j)
         dsk2 = torch.bmm(ds, k2t[..., :d], out=ws.take('pv', Bp, M, d)).view(Bp, G, c, rr, d)          # Σ_k dS_ijk k2_k
-        dqs[hb, :, i0:i0 + c] += torch.mul(dsk2, k1r[:, None, ..., :d], out=ws.take('prod', Bp, G, c, rr, d)).sum(3)
+        dqs[hb, :, i0:i0 + c] += mul_sum(ws, dsk2, k1r[:, None, ..., :d], 3)
         fold_rows(ws, dk1[hb], i0 + r0, dsk2, q[:, :, :, None, :d])
         dk2[hb, cols] += torch.bmm(ds.transpose(1, 2), qk1[..., :d], out=ws.take('cols', Bp, Cp, d))  # Σ_ij dS_ijk (q_i ⊙ k1_j)
     dk1.mul_(LN2); dk2.mul_(LN2)                                                 # the logits are base 2: d/ds = ln2 d/dlogit
