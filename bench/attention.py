@@ -7,6 +7,8 @@
 Standard size (issue 13, point 5): b·h = 64 (b=16, h=4), n_q = 8, n_1 = n_2 = n_k in {64, 256}, d = 64, float32.
 Windowed size (issue 13, point 2): causal self-attention with window (64, 16) at n = 1024 against the full
 (non-causal) call at n = 256, both b·h = 16 (b=4, h=4), n_q = n_1 = n_2 = n, d = 64, each counted over its allowed pairs.
+The windowed `triple` row is `backend='auto'`: the compiled CPU kernel (`twa.cpu_kernel`) where it builds, which the
+config's `window_backend` names; `triple_chunked` is the same call on the PyTorch path (`backend='chunked'`).
 The row `window_gemms` times only the batched GEMMs the windowed call makes on the chunked path (the tiles of
 `band_plan`, the shapes and layouts of `band_forward` and `band_backward`), credited with the windowed call's FLOPs:
 the rate that path would reach if everything besides its GEMMs took no time. Its steps reuse one set of operands per
@@ -24,7 +26,7 @@ import argparse, json, os, random, statistics, subprocess, sys, time
 import torch
 from common import interleaved_times, median_spread
 import torch.nn.functional as F
-from twa.attention import attention_flops, band_plan, band_steps, causal_pairs, standard_attention, triple_attention, triple_attention_ref
+from twa.attention import attention_flops, band_plan, band_steps, causal_pairs, pick_backend, standard_attention, triple_attention, triple_attention_ref
 
 SIZES = (64, 256)                                                  # n_k of the standard size
 WINDOWED = dict(b=4, h=4, nq=1024, n=1024, d=64, window=(64, 16))
@@ -67,7 +69,7 @@ def band_gemms(shape, backward):
 
 
 def run_case(impl, shape, backward):
-    "A zero-argument callable running `impl` (triple, triple_ref, standard, sdpa, window_gemms) at `shape`, and its forward FLOPs."
+    "A zero-argument callable running `impl` (triple, triple_chunked, triple_ref, standard, sdpa, window_gemms) at `shape`, and its forward FLOPs."
     if impl == 'window_gemms': return band_gemms(shape, backward)
     b, h, nq, n, d, window = (shape[k] for k in ('b', 'h', 'nq', 'n', 'd', 'window'))
     g = torch.Generator().manual_seed(0)
@@ -76,6 +78,7 @@ def run_case(impl, shape, backward):
     pairs = None if window is None else causal_pairs(n, window) / nq
     tr = lambda t: t.transpose(1, 2)
     f, flops = {'triple': (lambda: triple_attention(q, k1, k2, v1, v2, window=window), attention_flops('triple', b, h, nq, n, d, pairs)),
+                'triple_chunked': (lambda: triple_attention(q, k1, k2, v1, v2, window=window, backend='chunked'), attention_flops('triple', b, h, nq, n, d, pairs)),
                 'triple_ref': (lambda: triple_attention_ref(q, k1, k2, v1, v2), attention_flops('triple', b, h, nq, n, d)),
                 'standard': (lambda: standard_attention(q, k1, v1), attention_flops('standard', b, h, nq, n, d)),
                 # the raw call on the same [b, n, h, d] tensors, without the wrapper's checks and dispatch
@@ -103,7 +106,7 @@ def groups():
         for backward in (False, True):
             for impls in (['triple'], ['triple_ref'], ['standard', 'sdpa']): yield f"n_k={n}", standard_size(n), backward, impls
     for backward in (False, True):
-        yield "window", WINDOWED, backward, ['triple', 'window_gemms']
+        yield "window", WINDOWED, backward, ['triple', 'triple_chunked', 'window_gemms']
         yield "full", FULL, backward, ['triple']
 
 
@@ -146,6 +149,8 @@ def main():
         'triple_ref_fwd_of_matmul': spread(rows['triple_ref', big, 'fwd']['of_matmul']),
         'windowed_over_full_fwd': spread(per_round(('triple', 'window', 'fwd'), ('triple', 'full', 'fwd'))),
         'windowed_over_full_fwdbwd': spread(per_round(('triple', 'window', 'fwd+bwd'), ('triple', 'full', 'fwd+bwd'))),
+        'windowed_chunked_over_full_fwd': spread(per_round(('triple_chunked', 'window', 'fwd'), ('triple', 'full', 'fwd'))),
+        'windowed_chunked_over_full_fwdbwd': spread(per_round(('triple_chunked', 'window', 'fwd+bwd'), ('triple', 'full', 'fwd+bwd'))),
         'window_gemms_over_full_fwd': spread(per_round(('window_gemms', 'window', 'fwd'), ('triple', 'full', 'fwd'))),
         'window_gemms_over_full_fwdbwd': spread(per_round(('window_gemms', 'window', 'fwd+bwd'), ('triple', 'full', 'fwd+bwd'))),
         'standard_time_over_sdpa_fwd': spread(per_round(('sdpa', big, 'fwd'), ('standard', big, 'fwd'), 'gflops')),
@@ -154,16 +159,16 @@ def main():
         'triple_peak_of_ref_fwdbwd': mem['triple', 'fwd+bwd'] / mem['triple_ref', 'fwd+bwd'],
     }
     config = dict(threads=torch.get_num_threads(), rounds=args.rounds, standard=standard_size(max(SIZES)), windowed=WINDOWED, full=FULL,
-                  load=os.getloadavg())
+                  window_backend=pick_backend('auto', torch.empty(0), 'keys', WINDOWED['window']), load=os.getloadavg())
     if args.json:
         print(json.dumps(dict(config=config, rows=[dict(impl=k[0], case=k[1], pass_=k[2], **v) for k, v in rows.items()], summary=summary)))
         return
-    print(f"float32, {torch.get_num_threads()} threads, {args.rounds} rounds, load {config['load'][0]:.2f}; "
+    print(f"float32, {torch.get_num_threads()} threads, {args.rounds} rounds, load {config['load'][0]:.2f}, windowed backend {config['window_backend']}; "
           f"torch.matmul 1024³: {summary['matmul_gflops']['median']:.1f} GFLOP/s (median over groups)")
-    print(f"{'impl':<13}{'case':<8}{'pass':<9}{'GFLOP/s':>9}{'of matmul':>11}  spread")
+    print(f"{'impl':<16}{'case':<8}{'pass':<9}{'GFLOP/s':>9}{'of matmul':>11}  spread")
     for (impl, label, p), v in rows.items():
         f = v['of_matmul']
-        print(f"{impl:<13}{label:<8}{p:<9}{statistics.median(v['gflops']):>9.1f}{statistics.median(f):>10.0%}   {min(f):.0%}-{max(f):.0%}")
+        print(f"{impl:<16}{label:<8}{p:<9}{statistics.median(v['gflops']):>9.1f}{statistics.median(f):>10.0%}   {min(f):.0%}-{max(f):.0%}")
     for k, v in summary.items():
         print(f"{k:<32}" + (f"{v['median']:.3f}  ({v['low']:.3f}-{v['high']:.3f})" if isinstance(v, dict) else f"{v:.3f}"))
 

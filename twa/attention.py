@@ -25,14 +25,14 @@ __all__ = ['EPS', 'LOG2E', 'LN2', 'SUM_LIMIT', 'ATTENTIONS', 'check_layout', 'ch
            'plan_steps', 'make_plan', 'mask_free_plan', 'query_view', 'Workspace', 'step_workspace', 'operands',
            'mul_sum', 'add_rows', 'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'offset_exp2',
            'max_offset_exp2', 'rescale', 'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads',
-           'triple_backward', 'TripleChunkedFn', 'Band', 'band_plan', 'band_steps', 'BandMask', 'heads_first',
-           'set_offset', 'row_windows', 'band_logits', 'band_forward', 'fold_rows', 'band_backward', 'TripleBandFn',
-           'band_attention', 'use_triton', 'triton_kernel', 'pick_backend', 'triple_attention', 'local_pairs',
-           'rank1_attention', 'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention',
-           'StandardAttention', 'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'expand_heads',
-           'attention_weights', 'standard_attention_map', 'pair_diagonals', 'triple_attention_map', 'Attention',
-           'AttentionRegistry', 'register_attention', 'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops',
-           'concat_as_standard']
+           'triple_backward', 'TripleChunkedFn', 'Band', 'band_plan', 'band_steps', 'BandMask', 'kernel_steps',
+           'heads_first', 'set_offset', 'row_windows', 'band_logits', 'band_forward', 'fold_rows', 'band_backward',
+           'TripleBandFn', 'band_attention', 'use_triton', 'triton_kernel', 'use_cpu_kernel', 'cpu_kernel',
+           'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention', 'rank1_attention_ref',
+           'concat_attention', 'concat_attention_ref', 'CrossAttention', 'StandardAttention', 'TripleAttention',
+           'ConcatAttention', 'Rank1Attention', 'expand_heads', 'attention_weights', 'standard_attention_map',
+           'pair_diagonals', 'triple_attention_map', 'Attention', 'AttentionRegistry', 'register_attention',
+           'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops', 'concat_as_standard']
 
 # %% ../nbs/00_attention.ipynb #a343dddc
 def check_layout(q: torch.Tensor, **kvs: torch.Tensor) -> int:
@@ -496,7 +496,7 @@ def band_steps(band: Band, B: int, n: int) -> list:
     return [(slice(h0, min(h0 + band.bc, B)), i0, min(band.ci, n - i0), r0, min(band.rc, band.R - r0))
             for h0 in range(0, B, band.bc) for i0 in range(0, n, band.ci) for r0 in range(0, band.R, band.rc)]
 
-# %% ../nbs/00_attention.ipynb #8184c47c
+# %% ../nbs/00_attention.ipynb #ef8ee408
 class BandMask:
     "The pairs each step of a windowed call may use, as a `-inf` bias for its logits `[B', G, c, rr, C']`."
     def __init__(self, band: Band, n: int, pair_mask, pads, like: torch.Tensor):
@@ -521,6 +521,16 @@ class BandMask:
         keep = keep & heads(self.k1)[:, i0 + r0:i0 + r0 + c + rr - 1].unfold(-1, rr, 1)[..., None] & heads(self.k2)[:, None, None, i0:i0 + c + C - 1]
         if self.pm is not None: keep = keep & self.pm[i0 + r0:i0 + r0 + c + rr - 1, i0:i0 + c + C - 1].unfold(0, rr, 1).transpose(1, 2)
         return as_bias(keep[:, None], self.like.dtype)
+
+
+def kernel_steps(band: Band, B: int, n: int, mask: BandMask) -> tuple:
+    "The steps for the compiled kernel: `(h0, h1, i0, c, r0, rr)` of each, flat, and each one's bias (None where only the band's corner triangles are masked: the kernel zeroes those itself)."
+    flat, biases = [], []
+    for hb, i0, c, r0, rr in band_steps(band, B, n):
+        bias = mask.bias(hb, i0, c, r0, rr)
+        flat += [hb.start, hb.stop, i0, c, r0, rr]
+        biases.append(None if isinstance(bias, tuple) else bias)
+    return flat, biases
 
 # %% ../nbs/00_attention.ipynb #099cd7a8
 SUM_LIMIT = 2.0 ** 64  # a windowed tile keeps its first offset while every query's sum of 2^(s - offset) lies in [1 / SUM_LIMIT, SUM_LIMIT]
@@ -552,13 +562,11 @@ def band_logits(ws: Workspace, q, k1r, k2t, bias):
     else: lg.add_(bias)
     return lg, qk1
 
-# %% ../nbs/00_attention.ipynb #c49cb25a
-def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask):
-    "Forward of a windowed call on padded tensors, `qx [B, G, n, d + 1]` (its last column gets the offsets): `o [B, G, n, d]` and the base-2 log-sum-exp `[B, G, n]` (+inf where nothing is allowed)."
+# %% ../nbs/00_attention.ipynb #56725ceb
+def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask, kernel=None):
+    "Forward of a windowed call on padded tensors, `qx [B, G, n, d + 1]` (its last column gets the offsets): `o [B, G, n, d]` and the base-2 log-sum-exp `[B, G, n]` (+inf where nothing is allowed); the first pass in the compiled `kernel` if given."
     B, G, n, d = qx.shape[:3] + (qx.shape[3] - 1,)
-    m = (qx * (k1x[:, band.R - 1:] * k2x[:, band.C - 1:])[:, None]).sum(-1)     # [B, G, n]: the logit of pair (i, i) (qx's last column is still 0)
-    set_offset(qx, m)
-    l, acc = qx.new_empty(B, G, n), qx.new_empty(B, G, n, d)
+    m, l, acc = qx.new_empty(B, G, n), qx.new_empty(B, G, n), qx.new_empty(B, G, n, d)   # offsets, sums, unnormalized output
     ws, steps, k1w, v1w = Workspace(qx), band_steps(band, B, n), row_windows(k1x, band), row_windows(v1p, band)
 
     def run(hb: slice, i0: int, c: int, r0: int, rr: int, exact: bool):
@@ -575,8 +583,12 @@ def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask):
         rows = mul_sum(ws, pv2.view(Bp, G, c, rr, d), v1w[rr][hb, i0 + r0:i0 + r0 + c][:, None], 3, out=acci if first else None)   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
         if not first: acci.add_(rows); li.add_(lc)
 
-    for step in steps: run(*step, exact=False)
-    redo = ~((l >= 1 / SUM_LIMIT) & (l <= SUM_LIMIT)).any(1)                      # [B, n]: a sum out of range in some query head
+    if kernel is not None: kernel.forward_steps(qx, k1x, k2x, v1p, v2p, m, l, acc, *kernel_steps(band, B, n, mask), band.R, band.C)
+    else:
+        torch.sum(qx * (k1x[:, band.R - 1:] * k2x[:, band.C - 1:])[:, None], -1, out=m)   # the logit of pair (i, i) (qx's last column is still 0)
+        set_offset(qx, m)
+        for step in steps: run(*step, exact=False)
+    redo = ((l < 1 / SUM_LIMIT) | (l > SUM_LIMIT) | l.isnan()).any(1)              # [B, n]: a sum out of range in some query head
     if bool(redo.any()):
         for hb, i0, c, r0, rr in steps:
             if not bool(redo[hb, i0:i0 + c].any()): continue
@@ -595,48 +607,50 @@ def fold_rows(ws: Workspace, dst, p0: int, a, b):
     torch.mul(a, b, out=y.as_strided((B, G, c, rr, d), (y.stride(0), y.stride(1), y.stride(2) + y.stride(3), y.stride(3), 1)))
     dst[:, p0:p0 + c + rr - 1] += y.sum((1, 2))
 
-# %% ../nbs/00_attention.ipynb #2b1e8a04
-def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask, q_scale: float):
-    "Recomputing backward of a windowed call: gradients w.r.t. the queries before their scaling by `q_scale` (`qx = q·q_scale`) and w.r.t. the padded `k1x, k2x, v1p, v2p`."
+# %% ../nbs/00_attention.ipynb #8ed6691c
+def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask, q_scale: float, kernel=None):
+    "Recomputing backward of a windowed call: gradients w.r.t. the queries before their scaling by `q_scale` (`qx = q·q_scale`) and w.r.t. the padded `k1x, k2x, v1p, v2p`; the steps in the compiled `kernel` if given."
     B, G, n, d = do.shape
     D = (do * o).sum(-1)                                                         # [B, G, n]: Δ_i
     set_offset(qx, lse)
     dqs, dk1x, dv1, dk2x, dv2 = do.new_zeros(B, G, n, d), *map(torch.zeros_like, (k1x, v1p, k2x, v2p))
     dk1, dk2 = dk1x[..., :d], dk2x[..., :d]                                       # the columns of ones get no gradient
     ws, k1w, v1w = Workspace(qx), row_windows(k1x, band), row_windows(v1p, band)
-    for hb, i0, c, r0, rr in band_steps(band, B, n):
-        q, g, Dq = qx[hb, :, i0:i0 + c], do[hb, :, i0:i0 + c], D[hb, :, i0:i0 + c]
-        k1r, v1r = k1w[rr][hb, i0 + r0:i0 + r0 + c], v1w[rr][hb, i0 + r0:i0 + r0 + c]
-        cols = slice(i0, i0 + c + band.C - 1)
-        k2t, v2t = k2x[hb, cols], v2p[hb, cols]
-        lg, qk1 = band_logits(ws, q, k1r, k2t, mask.bias(hb, i0, c, r0, rr))
-        Bp, M, Cp = lg.shape[0], G * c * rr, lg.shape[-1]
-        dov1 = torch.mul(g[:, :, :, None], v1r[:, None], out=ws.take('dov1', Bp, G, c, rr, d)).view(Bp, M, d)        # dO_i ⊙ v1_j
-        dp = torch.bmm(dov1, v2t.transpose(1, 2), out=ws.take('dp', Bp, M, Cp)).view(lg.shape).sub_(Dq[..., None, None])
-        p = lg.exp2_().view(Bp, M, Cp)                                           # P = 2^(s - lse)
-        ds = dp.mul_(lg).view(Bp, M, Cp)
-        pv2 = torch.bmm(p, v2t, out=ws.take('pv', Bp, M, d))
-        fold_rows(ws, dv1[hb], i0 + r0, pv2.view(Bp, G, c, rr, d), g[:, :, :, None])                   # Σ_i dO_i ⊙ (P_ij: @ V2)
-        dv2[hb, cols] += torch.bmm(p.transpose(1, 2), dov1, out=ws.take('cols', Bp, Cp, d))            # Σ_ij P_ijk (dO_i ⊙ v1_j)
-        dsk2 = torch.bmm(ds, k2t[..., :d], out=ws.take('pv', Bp, M, d)).view(Bp, G, c, rr, d)          # Σ_k dS_ijk k2_k
-        dqs[hb, :, i0:i0 + c] += mul_sum(ws, dsk2, k1r[:, None, ..., :d], 3)
-        fold_rows(ws, dk1[hb], i0 + r0, dsk2, q[:, :, :, None, :d])
-        dk2[hb, cols] += torch.bmm(ds.transpose(1, 2), qk1[..., :d], out=ws.take('cols', Bp, Cp, d))  # Σ_ij dS_ijk (q_i ⊙ k1_j)
+    if kernel is not None: kernel.backward_steps(do, D, qx, k1x, k2x, v1p, v2p, dqs, dk1x, dk2x, dv1, dv2, *kernel_steps(band, B, n, mask), band.C)
+    else:
+        for hb, i0, c, r0, rr in band_steps(band, B, n):
+            q, g, Dq = qx[hb, :, i0:i0 + c], do[hb, :, i0:i0 + c], D[hb, :, i0:i0 + c]
+            k1r, v1r = k1w[rr][hb, i0 + r0:i0 + r0 + c], v1w[rr][hb, i0 + r0:i0 + r0 + c]
+            cols = slice(i0, i0 + c + band.C - 1)
+            k2t, v2t = k2x[hb, cols], v2p[hb, cols]
+            lg, qk1 = band_logits(ws, q, k1r, k2t, mask.bias(hb, i0, c, r0, rr))
+            Bp, M, Cp = lg.shape[0], G * c * rr, lg.shape[-1]
+            dov1 = torch.mul(g[:, :, :, None], v1r[:, None], out=ws.take('dov1', Bp, G, c, rr, d)).view(Bp, M, d)        # dO_i ⊙ v1_j
+            dp = torch.bmm(dov1, v2t.transpose(1, 2), out=ws.take('dp', Bp, M, Cp)).view(lg.shape).sub_(Dq[..., None, None])
+            p = lg.exp2_().view(Bp, M, Cp)                                           # P = 2^(s - lse)
+            ds = dp.mul_(lg).view(Bp, M, Cp)
+            pv2 = torch.bmm(p, v2t, out=ws.take('pv', Bp, M, d))
+            fold_rows(ws, dv1[hb], i0 + r0, pv2.view(Bp, G, c, rr, d), g[:, :, :, None])                   # Σ_i dO_i ⊙ (P_ij: @ V2)
+            dv2[hb, cols] += torch.bmm(p.transpose(1, 2), dov1, out=ws.take('cols', Bp, Cp, d))            # Σ_ij P_ijk (dO_i ⊙ v1_j)
+            dsk2 = torch.bmm(ds, k2t[..., :d], out=ws.take('pv', Bp, M, d)).view(Bp, G, c, rr, d)          # Σ_k dS_ijk k2_k
+            dqs[hb, :, i0:i0 + c] += mul_sum(ws, dsk2, k1r[:, None, ..., :d], 3)
+            fold_rows(ws, dk1[hb], i0 + r0, dsk2, q[:, :, :, None, :d])
+            dk2[hb, cols] += torch.bmm(ds.transpose(1, 2), qk1[..., :d], out=ws.take('cols', Bp, Cp, d))  # Σ_ij dS_ijk (q_i ⊙ k1_j)
     dk1.mul_(LN2); dk2.mul_(LN2)                                                 # the logits are base 2: d/ds = ln2 d/dlogit
     return dqs.mul_(LN2 * q_scale), dk1x, dk2x, dv1, dv2
 
-# %% ../nbs/00_attention.ipynb #6a940c69
+# %% ../nbs/00_attention.ipynb #db025623
 class TripleBandFn(torch.autograd.Function):
     "Windowed 2-simplicial attention: `q [b, n, h, d]`, `k1, k2, v1, v2 [b, n, h_kv, d]` (`k1, v1` with the narrower window) -> `[b, n, h, d]`."
     @staticmethod
-    def forward(ctx, q, k1, k2, v1, v2, scale, band, mask):
+    def forward(ctx, q, k1, k2, v1, v2, scale, band, mask, kernel):
         b, n, h, d = q.shape
         hk, dtype = k1.shape[2], mask.like.dtype
         qx = heads_first(q, dtype, extra=0.0, scale=scale * LOG2E).view(b * hk, h // hk, n, d + 1)
         k1x, k2x = heads_first(k1, dtype, band.R - 1, 1.0), heads_first(k2, dtype, band.C - 1, 1.0)
         v1p, v2p = heads_first(v1, dtype, band.R - 1), heads_first(v2, dtype, band.C - 1)
-        o, lse = band_forward(qx, k1x, k2x, v1p, v2p, band, mask)
-        ctx.tensors, ctx.band, ctx.mask, ctx.scale, ctx.dtypes = (qx, k1x, k2x, v1p, v2p, o, lse), band, mask, scale, (q.dtype, k1.dtype)
+        o, lse = band_forward(qx, k1x, k2x, v1p, v2p, band, mask, kernel)
+        ctx.tensors, ctx.band, ctx.mask, ctx.scale, ctx.dtypes, ctx.kernel = (qx, k1x, k2x, v1p, v2p, o, lse), band, mask, scale, (q.dtype, k1.dtype), kernel
         return rearrange(o, '(b hk) g n d -> b n (hk g) d', b=b).to(q.dtype)
 
     @staticmethod
@@ -644,22 +658,22 @@ class TripleBandFn(torch.autograd.Function):
         b, n, h, d = do.shape
         qx = ctx.tensors[0]
         B, G = qx.shape[:2]
-        dqs, dk1x, dk2x, dv1, dv2 = band_backward(heads_first(do, qx.dtype).view(B, G, n, d), *ctx.tensors, ctx.band, ctx.mask, ctx.scale * LOG2E)
+        dqs, dk1x, dk2x, dv1, dv2 = band_backward(heads_first(do, qx.dtype).view(B, G, n, d), *ctx.tensors, ctx.band, ctx.mask, ctx.scale * LOG2E, ctx.kernel)
         dq = dqs.view(b, B // b, G, n, d).permute(0, 3, 1, 2, 4).reshape(b, n, h, d)
         back = lambda g, w: g[:, w - 1:, :d].unflatten(0, (b, B // b)).transpose(1, 2).to(ctx.dtypes[1])   # [b, n, h_kv, d] views
-        return dq.to(ctx.dtypes[0]), back(dk1x, ctx.band.R), back(dk2x, ctx.band.C), back(dv1, ctx.band.R), back(dv2, ctx.band.C), None, None, None
+        return dq.to(ctx.dtypes[0]), back(dk1x, ctx.band.R), back(dk2x, ctx.band.C), back(dv1, ctx.band.R), back(dv2, ctx.band.C), None, None, None, None
 
-def band_attention(q, k1, k2, v1, v2, pair_mask, pads, window, scale: float, chunk_size=None) -> torch.Tensor:
-    "The windowed chunked path: `q [b, n, h, d]`, keys and values `[b, n, h_kv, d]`, key padding `[b·h_kv, n]` -> `[b, n, h, d]`."
+def band_attention(q, k1, k2, v1, v2, pair_mask, pads, window, scale: float, chunk_size=None, kernel=None) -> torch.Tensor:
+    "The windowed chunked path: `q [b, n, h, d]`, keys and values `[b, n, h_kv, d]`, key padding `[b·h_kv, n]` -> `[b, n, h, d]`; its steps in the compiled `kernel` if given."
     if window[0] > window[1]:                                                    # rows take the narrower window
         k1, k2, v1, v2, window, pads = k2, k1, v2, v1, window[::-1], pads[::-1]
         pair_mask = None if pair_mask is None else pair_mask.T
     b, n, h, _ = q.shape
     band = band_plan(b * k1.shape[2], h // k1.shape[2], n, window, chunk_size)
     like = q.new_empty(0, dtype=torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype)   # half precision runs in float32
-    return TripleBandFn.apply(q, k1, k2, v1, v2, scale, band, BandMask(band, n, pair_mask, pads, like))
+    return TripleBandFn.apply(q, k1, k2, v1, v2, scale, band, BandMask(band, n, pair_mask, pads, like), kernel)
 
-# %% ../nbs/00_attention.ipynb #5a7182a3
+# %% ../nbs/00_attention.ipynb #6ce213e4
 def use_triton(q: torch.Tensor) -> bool:
     "Whether `backend='auto'` takes the fused Triton kernel for `q`: a CUDA tensor, and Triton installed."
     return q.is_cuda and importlib.util.find_spec('triton') is not None
@@ -669,27 +683,41 @@ def triton_kernel():
     from twa.kernels import TripleAttentionTritonFn
     return TripleAttentionTritonFn
 
-def pick_backend(backend: str, q: torch.Tensor, normalize: str) -> str:
-    "Resolve `backend` ('auto', 'chunked' or 'triton') for `q`; raise a `ValueError` for one that cannot run."
-    if backend not in ('auto', 'chunked', 'triton'): raise ValueError(f"backend must be 'auto', 'chunked' or 'triton', got {backend!r}")
-    if backend == 'auto': return 'triton' if normalize == 'keys' and use_triton(q) else 'chunked'
+def use_cpu_kernel(q: torch.Tensor, window) -> bool:
+    "Whether `backend='auto'` takes the compiled CPU kernel of `twa.cpu_kernel`: a windowed call on CPU tensors, the kernel built, `TWA_CPU_KERNEL` not 0."
+    if window is None or q.device.type != 'cpu': return False
+    from twa.cpu_kernel import cpu_kernel_or_none
+    return cpu_kernel_or_none() is not None
+
+def cpu_kernel():
+    "The compiled CPU kernel (built on first use); a `CpuKernelError` that says why where it cannot be built."
+    from twa.cpu_kernel import load_cpu_kernel
+    return load_cpu_kernel()
+
+def pick_backend(backend: str, q: torch.Tensor, normalize: str, window=None) -> str:
+    "Resolve `backend` ('auto', 'chunked', 'cpp' or 'triton') for `q`; raise a `ValueError` for one that cannot run."
+    if backend not in ('auto', 'chunked', 'cpp', 'triton'): raise ValueError(f"backend must be 'auto', 'chunked', 'cpp' or 'triton', got {backend!r}")
+    if backend == 'auto': return 'triton' if normalize == 'keys' and use_triton(q) else 'cpp' if use_cpu_kernel(q, window) else 'chunked'
+    if backend == 'cpp' and (window is None or q.device.type != 'cpu'):
+        raise ValueError("backend='cpp' is the compiled CPU kernel of windowed calls: it needs window=(w1, w2) and CPU tensors; use backend='chunked' (or 'auto') otherwise")
     if backend == 'triton' and normalize != 'keys':
         raise ValueError("the Triton kernel implements normalize='keys' only; use backend='chunked' (or 'auto') with normalize='queries'")
     if backend == 'triton' and not q.is_cuda and os.environ.get('TRITON_INTERPRET') != '1':
         raise ValueError("backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 (set before Triton is imported) to run the kernels on CPU")
     return backend
 
-# %% ../nbs/00_attention.ipynb #66e358d8
+# %% ../nbs/00_attention.ipynb #778aee2d
 def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False, window=None, key_padding_mask=None,
                      normalize='keys', backend='auto', chunk_size=None):
     "2-simplicial attention: `q [b, n_q, h, d]`, `k1, v1 [b, n_1, h_kv, d]`, `k2, v2 [b, n_2, h_kv, d]` -> `[b, n_q, h, d]`; options as tabled above."
     h_kv, pair_mask, causal, window, pads = check_triple(q, k1, k2, v1, v2, pair_mask, causal, window, key_padding_mask, normalize)
     if chunk_size is not None and chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    backend = pick_backend(backend, q, normalize)
+    backend = pick_backend(backend, q, normalize, window)
     b, nq, h, d = q.shape
     scale = d ** -0.5 if scale is None else scale
     pads = tuple(None if m is None else repeat(m.to(q.device), 'b n -> (b h) n', h=h_kv) for m in pads)
-    if backend == 'chunked' and window is not None: return band_attention(q, k1, k2, v1, v2, pair_mask, pads, window, scale, chunk_size)
+    if backend in ('chunked', 'cpp') and window is not None:
+        return band_attention(q, k1, k2, v1, v2, pair_mask, pads, window, scale, chunk_size, cpu_kernel() if backend == 'cpp' else None)
     dtype = q.dtype if backend == 'triton' or q.dtype not in (torch.float16, torch.bfloat16) else torch.float32
     qs = rearrange(q, 'b n (hk g) d -> (b hk) g n d', hk=h_kv).to(dtype) * (scale * LOG2E)
     k1, k2, v1, v2 = (rearrange(t, 'b n h d -> (b h) n d').to(dtype).contiguous() for t in (k1, k2, v1, v2))
