@@ -20,7 +20,7 @@ HEADER = r"""
 using at::Tensor;
 """
 
-# %% ../nbs/11_cpu_kernel.ipynb #36d0733a
+# %% ../nbs/11_cpu_kernel.ipynb #7336a08f
 EXP2 = r"""
 // A step of a windowed call: heads [h0, h1), queries [i0, i0 + c), rows r0 .. r0 + rr of each query's window.
 struct Step { int64_t h0, h1, i0, c, r0, rr; };
@@ -36,8 +36,13 @@ void exp2_rows(T* lg, const T* off, int64_t of_b, int64_t of_g, int64_t of_u, T*
       const int64_t b = q / (G * c), g = (q / c) % G, u = q % c;
       T* p = lg + q * block;
       const T o = off[b * of_b + g * of_g + u * of_u];
+      const T lowest = std::numeric_limits<T>::min_exponent, highest = std::numeric_limits<T>::max_exponent - 2;   // locals: vectorizable
       #pragma omp simd
-      for (int64_t j = 0; j < block; ++j) p[j] = std::exp2(p[j] + o);
+      for (int64_t j = 0; j < block; ++j) {                                 // arguments clamped to where 2^x is a normal number,
+        const T x = p[j] + o;                                               // so vector exp2 never falls back to scalar calls
+        const T y = std::exp2(x < lowest ? lowest : x > highest ? highest : x);
+        p[j] = x < lowest ? T(0) : y;
+      }
       if (band) {
         const int64_t z = std::min(u + C, Cp);
         for (int64_t r = 0; r < rr; ++r) {
@@ -176,12 +181,20 @@ struct StepViews {
 };
 """
 
-# %% ../nbs/11_cpu_kernel.ipynb #e8c09478
+# %% ../nbs/11_cpu_kernel.ipynb #ad2ed635
 FORWARD = r"""
 static void check_inputs(std::initializer_list<Tensor> ts) {
   const auto dtype = ts.begin()->scalar_type();
   for (const auto& t : ts)
     TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == dtype, "twa's CPU kernel takes contiguous CPU tensors of one dtype");
+}
+
+// The steps' operand and logit buffers, kept by each thread from call to call: fresh ones would cost page faults
+// on every call (a few MB: the largest step's logits and operands).
+static Tensor& buffer(int i, const Tensor& like) {
+  static thread_local Tensor buffers[6];
+  if (!buffers[i].defined() || buffers[i].scalar_type() != like.scalar_type()) buffers[i] = at::empty({0}, like.options());
+  return buffers[i];
 }
 
 static std::vector<Step> unpack(const std::vector<int64_t>& flat) {
@@ -194,7 +207,7 @@ static std::vector<Step> unpack(const std::vector<int64_t>& flat) {
 void forward_steps(Tensor qx, Tensor k1x, Tensor k2x, Tensor v1p, Tensor v2p, Tensor m, Tensor l, Tensor acc,
                    std::vector<int64_t> flat, std::vector<c10::optional<Tensor>> biases, int64_t R, int64_t C) {
   check_inputs({qx, k1x, k2x, v1p, v2p, m, l, acc});
-  Tensor qk1_buf = at::empty({0}, qx.options()), lg_buf = at::empty({0}, qx.options()), pv_buf = at::empty({0}, qx.options());
+  Tensor &qk1_buf = buffer(0, qx), &lg_buf = buffer(1, qx), &pv_buf = buffer(2, qx);
   const auto steps = unpack(flat);
   AT_DISPATCH_FLOATING_TYPES(qx.scalar_type(), "forward_steps", [&] {
     diagonal_offsets<scalar_t>(qx.data_ptr<scalar_t>(), k1x.data_ptr<scalar_t>(), k2x.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
@@ -213,7 +226,7 @@ void forward_steps(Tensor qx, Tensor k1x, Tensor k2x, Tensor v1p, Tensor v2p, Te
 }
 """
 
-# %% ../nbs/11_cpu_kernel.ipynb #0b48562a
+# %% ../nbs/11_cpu_kernel.ipynb #55c09f67
 BACKWARD = r"""
 // Backward of a windowed call, qx's last column holding -lse: adds to dqs [B, G, n, d] and the padded dk1x, dk2x, dv1, dv2
 // the gradients w.r.t. the base-2 logits' inputs (the caller scales them).
@@ -221,9 +234,8 @@ void backward_steps(Tensor dO, Tensor D, Tensor qx, Tensor k1x, Tensor k2x, Tens
                     Tensor dqs, Tensor dk1x, Tensor dk2x, Tensor dv1, Tensor dv2,
                     std::vector<int64_t> flat, std::vector<c10::optional<Tensor>> biases, int64_t C) {
   check_inputs({dO, D, qx, k1x, k2x, v1p, v2p, dqs, dk1x, dk2x, dv1, dv2});
-  auto opt = qx.options();
-  Tensor qk1_buf = at::empty({0}, opt), lg_buf = at::empty({0}, opt), dov1_buf = at::empty({0}, opt), dp_buf = at::empty({0}, opt),
-         pv_buf = at::empty({0}, opt), cols_buf = at::empty({0}, opt);
+  Tensor &qk1_buf = buffer(0, qx), &lg_buf = buffer(1, qx), &pv_buf = buffer(2, qx), &dov1_buf = buffer(3, qx), &dp_buf = buffer(4, qx),
+         &cols_buf = buffer(5, qx);
   const auto steps = unpack(flat);
   AT_DISPATCH_FLOATING_TYPES(qx.scalar_type(), "backward_steps", [&] {
     for (size_t i = 0; i < steps.size(); ++i) {
