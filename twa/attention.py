@@ -607,7 +607,7 @@ def fold_rows(ws: Workspace, dst, p0: int, a, b):
     torch.mul(a, b, out=y.as_strided((B, G, c, rr, d), (y.stride(0), y.stride(1), y.stride(2) + y.stride(3), y.stride(3), 1)))
     dst[:, p0:p0 + c + rr - 1] += y.sum((1, 2))
 
-# %% ../nbs/00_attention.ipynb #8ed6691c
+# %% ../nbs/00_attention.ipynb #d666a68c
 def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask, q_scale: float, kernel=None):
     "Recomputing backward of a windowed call: gradients w.r.t. the queries before their scaling by `q_scale` (`qx = q·q_scale`) and w.r.t. the padded `k1x, k2x, v1p, v2p`; the steps in the compiled `kernel` if given."
     B, G, n, d = do.shape
@@ -615,9 +615,9 @@ def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask
     set_offset(qx, lse)
     dqs, dk1x, dv1, dk2x, dv2 = do.new_zeros(B, G, n, d), *map(torch.zeros_like, (k1x, v1p, k2x, v2p))
     dk1, dk2 = dk1x[..., :d], dk2x[..., :d]                                       # the columns of ones get no gradient
-    ws, k1w, v1w = Workspace(qx), row_windows(k1x, band), row_windows(v1p, band)
     if kernel is not None: kernel.backward_steps(do, D, qx, k1x, k2x, v1p, v2p, dqs, dk1x, dk2x, dv1, dv2, *kernel_steps(band, B, n, mask), band.C)
     else:
+        ws, k1w, v1w = Workspace(qx), row_windows(k1x, band), row_windows(v1p, band)
         for hb, i0, c, r0, rr in band_steps(band, B, n):
             q, g, Dq = qx[hb, :, i0:i0 + c], do[hb, :, i0:i0 + c], D[hb, :, i0:i0 + c]
             k1r, v1r = k1w[rr][hb, i0 + r0:i0 + r0 + c], v1w[rr][hb, i0 + r0:i0 + r0 + c]
