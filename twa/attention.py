@@ -25,7 +25,7 @@ __all__ = ['EPS', 'LOG2E', 'LN2', 'SUM_LIMIT', 'ATTENTIONS', 'check_layout', 'ch
            'plan_steps', 'make_plan', 'mask_free_plan', 'query_view', 'Workspace', 'step_workspace', 'operands',
            'mul_sum', 'add_rows', 'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'offset_exp2',
            'max_offset_exp2', 'rescale', 'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads',
-           'triple_backward', 'TripleChunkedFn', 'Band', 'band_plan', 'band_steps', 'BandMask', 'kernel_steps',
+           'triple_backward', 'TripleChunkedFn', 'Band', 'band_plan', 'band_steps', 'BandMask', 'kernel_biases',
            'heads_first', 'set_offset', 'row_windows', 'band_logits', 'band_forward', 'fold_rows', 'band_backward',
            'TripleBandFn', 'band_attention', 'use_triton', 'triton_kernel', 'use_cpu_kernel', 'cpu_kernel',
            'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention', 'rank1_attention_ref',
@@ -496,7 +496,7 @@ def band_steps(band: Band, B: int, n: int) -> list:
     return [(slice(h0, min(h0 + band.bc, B)), i0, min(band.ci, n - i0), r0, min(band.rc, band.R - r0))
             for h0 in range(0, B, band.bc) for i0 in range(0, n, band.ci) for r0 in range(0, band.R, band.rc)]
 
-# %% ../nbs/00_attention.ipynb #ef8ee408
+# %% ../nbs/00_attention.ipynb #a5fe0f50
 class BandMask:
     "The pairs each step of a windowed call may use, as a `-inf` bias for its logits `[B', G, c, rr, C']`."
     def __init__(self, band: Band, n: int, pair_mask, pads, like: torch.Tensor):
@@ -523,14 +523,9 @@ class BandMask:
         return as_bias(keep[:, None], self.like.dtype)
 
 
-def kernel_steps(band: Band, B: int, n: int, mask: BandMask) -> tuple:
-    "The steps for the compiled kernel: `(h0, h1, i0, c, r0, rr)` of each, flat, and each one's bias (None where only the band's corner triangles are masked: the kernel zeroes those itself)."
-    flat, biases = [], []
-    for hb, i0, c, r0, rr in band_steps(band, B, n):
-        bias = mask.bias(hb, i0, c, r0, rr)
-        flat += [hb.start, hb.stop, i0, c, r0, rr]
-        biases.append(None if isinstance(bias, tuple) else bias)
-    return flat, biases
+def kernel_biases(band: Band, B: int, n: int, mask: BandMask) -> list:
+    "Each step's bias for the compiled kernel when the call has user masks (pair mask, key padding); none without: the kernel masks the band and the padding itself."
+    return [mask.bias(*step) for step in band_steps(band, B, n)] if mask.user else []
 
 # %% ../nbs/00_attention.ipynb #099cd7a8
 SUM_LIMIT = 2.0 ** 64  # a windowed tile keeps its first offset while every query's sum of 2^(s - offset) lies in [1 / SUM_LIMIT, SUM_LIMIT]
@@ -562,12 +557,12 @@ def band_logits(ws: Workspace, q, k1r, k2t, bias):
     else: lg.add_(bias)
     return lg, qk1
 
-# %% ../nbs/00_attention.ipynb #56725ceb
+# %% ../nbs/00_attention.ipynb #46953edc
 def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask, kernel=None):
     "Forward of a windowed call on padded tensors, `qx [B, G, n, d + 1]` (its last column gets the offsets): `o [B, G, n, d]` and the base-2 log-sum-exp `[B, G, n]` (+inf where nothing is allowed); the first pass in the compiled `kernel` if given."
     B, G, n, d = qx.shape[:3] + (qx.shape[3] - 1,)
     m, l, acc = qx.new_empty(B, G, n), qx.new_empty(B, G, n), qx.new_empty(B, G, n, d)   # offsets, sums, unnormalized output
-    ws, steps, k1w, v1w = Workspace(qx), band_steps(band, B, n), row_windows(k1x, band), row_windows(v1p, band)
+    ws, k1w, v1w = Workspace(qx), row_windows(k1x, band), row_windows(v1p, band)
 
     def run(hb: slice, i0: int, c: int, r0: int, rr: int, exact: bool):
         q, mi, li, acci = qx[hb, :, i0:i0 + c], m[hb, :, i0:i0 + c], l[hb, :, i0:i0 + c], acc[hb, :, i0:i0 + c]
@@ -583,14 +578,14 @@ def band_forward(qx, k1x, k2x, v1p, v2p, band: Band, mask: BandMask, kernel=None
         rows = mul_sum(ws, pv2.view(Bp, G, c, rr, d), v1w[rr][hb, i0 + r0:i0 + r0 + c][:, None], 3, out=acci if first else None)   # Σ_j v1_j ⊙ (P_i[j, :] @ V2)
         if not first: acci.add_(rows); li.add_(lc)
 
-    if kernel is not None: kernel.forward_steps(qx, k1x, k2x, v1p, v2p, m, l, acc, *kernel_steps(band, B, n, mask), band.R, band.C)
+    if kernel is not None: kernel.forward_steps(qx, k1x, k2x, v1p, v2p, m, l, acc, kernel_biases(band, B, n, mask), *band)
     else:
         torch.sum(qx * (k1x[:, band.R - 1:] * k2x[:, band.C - 1:])[:, None], -1, out=m)   # the logit of pair (i, i) (qx's last column is still 0)
         set_offset(qx, m)
-        for step in steps: run(*step, exact=False)
+        for step in band_steps(band, B, n): run(*step, exact=False)
     redo = ((l < 1 / SUM_LIMIT) | (l > SUM_LIMIT) | l.isnan()).any(1)              # [B, n]: a sum out of range in some query head
     if bool(redo.any()):
-        for hb, i0, c, r0, rr in steps:
+        for hb, i0, c, r0, rr in band_steps(band, B, n):
             if not bool(redo[hb, i0:i0 + c].any()): continue
             if r0 == 0: m[hb, :, i0:i0 + c], l[hb, :, i0:i0 + c], acc[hb, :, i0:i0 + c], qx[hb, :, i0:i0 + c, d] = float('-inf'), 0, 0, 0
             run(hb, i0, c, r0, rr, exact=True)
@@ -607,7 +602,7 @@ def fold_rows(ws: Workspace, dst, p0: int, a, b):
     torch.mul(a, b, out=y.as_strided((B, G, c, rr, d), (y.stride(0), y.stride(1), y.stride(2) + y.stride(3), y.stride(3), 1)))
     dst[:, p0:p0 + c + rr - 1] += y.sum((1, 2))
 
-# %% ../nbs/00_attention.ipynb #d666a68c
+# %% ../nbs/00_attention.ipynb #74ed9291
 def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask, q_scale: float, kernel=None):
     "Recomputing backward of a windowed call: gradients w.r.t. the queries before their scaling by `q_scale` (`qx = q·q_scale`) and w.r.t. the padded `k1x, k2x, v1p, v2p`; the steps in the compiled `kernel` if given."
     B, G, n, d = do.shape
@@ -615,7 +610,7 @@ def band_backward(do, qx, k1x, k2x, v1p, v2p, o, lse, band: Band, mask: BandMask
     set_offset(qx, lse)
     dqs, dk1x, dv1, dk2x, dv2 = do.new_zeros(B, G, n, d), *map(torch.zeros_like, (k1x, v1p, k2x, v2p))
     dk1, dk2 = dk1x[..., :d], dk2x[..., :d]                                       # the columns of ones get no gradient
-    if kernel is not None: kernel.backward_steps(do, D, qx, k1x, k2x, v1p, v2p, dqs, dk1x, dk2x, dv1, dv2, *kernel_steps(band, B, n, mask), band.C)
+    if kernel is not None: kernel.backward_steps(do, D, qx, k1x, k2x, v1p, v2p, dqs, dk1x, dk2x, dv1, dv2, kernel_biases(band, B, n, mask), *band)
     else:
         ws, k1w, v1w = Workspace(qx), row_windows(k1x, band), row_windows(v1p, band)
         for hb, i0, c, r0, rr in band_steps(band, B, n):

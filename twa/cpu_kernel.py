@@ -20,16 +20,17 @@ HEADER = r"""
 using at::Tensor;
 """
 
-# %% ../nbs/11_cpu_kernel.ipynb #7336a08f
+# %% ../nbs/11_cpu_kernel.ipynb #f8ebf4fc
 EXP2 = r"""
 // A step of a windowed call: heads [h0, h1), queries [i0, i0 + c), rows r0 .. r0 + rr of each query's window.
 struct Step { int64_t h0, h1, i0, c, r0, rr; };
 
-// logits [rows = Bp·G·c·rr, Cp] -> P = 2^(logit + off[b, g, u]) in place, 0 outside the band u <= col < u + C when `band`;
+// logits [rows = Bp·G·c·rr, Cp] -> P = 2^(logit + off[b, g, u]) in place. With `band` (no bias added), P = 0 outside the
+// band u <= col < u + C, in the padding columns col < lead_col and in the padding rows u + r < lead_row.
 // sums[b, g, u] (strides ss) = (first ? 0 : sums) + Σ_{r, col} P. With `dp`, also dS = P·(dP - D[b, g, u]) into dp.
 template <typename T>
 void exp2_rows(T* lg, const T* off, int64_t of_b, int64_t of_g, int64_t of_u, T* dp, const T* D, int64_t ds_b, int64_t ds_g, T* sums, int64_t ss_b, int64_t ss_g,
-               int64_t Bp, int64_t G, int64_t c, int64_t rr, int64_t Cp, int64_t C, bool band, bool first) {
+               int64_t Bp, int64_t G, int64_t c, int64_t rr, int64_t Cp, int64_t C, int64_t lead_col, int64_t lead_row, bool band, bool first) {
   const int64_t block = rr * Cp;                                            // one query's logits, contiguous
   at::parallel_for(0, Bp * G * c, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t q = lo; q < hi; ++q) {
@@ -44,11 +45,12 @@ void exp2_rows(T* lg, const T* off, int64_t of_b, int64_t of_g, int64_t of_u, T*
         p[j] = x < lowest ? T(0) : y;
       }
       if (band) {
-        const int64_t z = std::min(u + C, Cp);
+        const int64_t a = std::max(u, lead_col), z = std::min(u + C, Cp);
         for (int64_t r = 0; r < rr; ++r) {
           T* row = p + r * Cp;
-          for (int64_t k = 0; k < u; ++k) row[k] = 0;
-          for (int64_t k = z; k < Cp; ++k) row[k] = 0;
+          const int64_t zr = u + r < lead_row ? 0 : z;                      // a padding row: nothing allowed
+          for (int64_t k = 0; k < std::min(a, Cp); ++k) row[k] = 0;
+          for (int64_t k = std::max(zr, a); k < Cp; ++k) row[k] = 0;
         }
       }
       if (sums) {
@@ -146,14 +148,14 @@ void diagonal_offsets(T* qx, const T* k1x, const T* k2x, T* m, int64_t B, int64_
 }
 """
 
-# %% ../nbs/11_cpu_kernel.ipynb #1e87d4c6
+# %% ../nbs/11_cpu_kernel.ipynb #08955e12
 VIEWS = r"""
 // The tensors of one step (views), buffers shared by all steps.
 struct StepViews {
-  Step s; int64_t Bp, G, Cp, M, d;
+  Step s; int64_t Bp, G, Cp, M, d, R, C;
   Tensor q, k1, v1, k2t, v2t;      // q [Bp, G, c, e]; k1, v1 from row i0 + r0 on [Bp, ·, ·]; k2t, v2t the step's columns [Bp, Cp, ·]
-  StepViews(const Step& s, const Tensor& qx, const Tensor& k1x, const Tensor& k2x, const Tensor& v1p, const Tensor& v2p, int64_t C)
-    : s(s), Bp(s.h1 - s.h0), G(qx.size(1)), Cp(s.c + C - 1), M(qx.size(1) * s.c * s.rr), d(v1p.size(2)) {
+  StepViews(const Step& s, const Tensor& qx, const Tensor& k1x, const Tensor& k2x, const Tensor& v1p, const Tensor& v2p, int64_t R, int64_t C)
+    : s(s), Bp(s.h1 - s.h0), G(qx.size(1)), Cp(s.c + C - 1), M(qx.size(1) * s.c * s.rr), d(v1p.size(2)), R(R), C(C) {
     q = qx.slice(0, s.h0, s.h1).slice(2, s.i0, s.i0 + s.c);
     k1 = k1x.slice(0, s.h0, s.h1).slice(1, s.i0 + s.r0);
     v1 = v1p.slice(0, s.h0, s.h1).slice(1, s.i0 + s.r0);
@@ -166,8 +168,9 @@ struct StepViews {
     mul_rows<T>(out.data_ptr<T>(), x.data_ptr<T>(), x.stride(0), x.stride(1), x.stride(2), y.data_ptr<T>(), y.stride(0), y.stride(1), Bp, G, s.c, s.rr, d);
     return out.view({Bp, M, d});
   }
-  // 2^(logit - offset) [Bp, M, Cp] from q ⊙ k1 [Bp, M, d] (0 where not allowed); with dp, dp becomes dS = P (dP - D)
-  template <typename T> Tensor probs(Tensor& buf, const Tensor& qk1, const c10::optional<Tensor>& bias, int64_t C, Tensor* dp, const Tensor* D, Tensor* sums, bool first) const {
+  // 2^(logit - offset) [Bp, M, Cp] from q ⊙ k1 [Bp, M, d], 0 where not allowed: where `bias` (a user mask's) is -inf,
+  // or without one outside the band and in the padding; with dp, dp becomes dS = P (dP - D)
+  template <typename T> Tensor probs(Tensor& buf, const Tensor& qk1, const c10::optional<Tensor>& bias, Tensor* dp, const Tensor* D, Tensor* sums, bool first) const {
     Tensor lg = buf.resize_({Bp, M, Cp});
     at::bmm_out(lg, qk1, k2t.slice(2, 0, d).transpose(1, 2));
     if (bias.has_value()) lg.view({Bp, G, s.c, s.rr, Cp}).add_(*bias);
@@ -175,13 +178,13 @@ struct StepViews {
     exp2_rows<T>(lg.data_ptr<T>(), off, q.stride(0), q.stride(1), q.stride(2), dp ? dp->data_ptr<T>() : nullptr,
                  D ? D->data_ptr<T>() : nullptr, D ? D->stride(0) : 0, D ? D->stride(1) : 0,
                  sums ? sums->data_ptr<T>() : nullptr, sums ? sums->stride(0) : 0, sums ? sums->stride(1) : 0,
-                 Bp, G, s.c, s.rr, Cp, C, !bias.has_value(), first);
+                 Bp, G, s.c, s.rr, Cp, C, C - 1 - s.i0, R - 1 - s.i0 - s.r0, !bias.has_value(), first);
     return lg;
   }
 };
 """
 
-# %% ../nbs/11_cpu_kernel.ipynb #ad2ed635
+# %% ../nbs/11_cpu_kernel.ipynb #5c9f45bc
 FORWARD = r"""
 static void check_inputs(std::initializer_list<Tensor> ts) {
   const auto dtype = ts.begin()->scalar_type();
@@ -197,26 +200,32 @@ static Tensor& buffer(int i, const Tensor& like) {
   return buffers[i];
 }
 
-static std::vector<Step> unpack(const std::vector<int64_t>& flat) {
+// The steps of `band_steps`: tiles of ci queries and bc heads, their rows in chunks of rc; one bias per step if any.
+static std::vector<Step> band_steps(int64_t B, int64_t n, int64_t R, int64_t ci, int64_t rc, int64_t bc, size_t biases) {
   std::vector<Step> out;
-  for (size_t i = 0; i + 5 < flat.size(); i += 6) out.push_back({flat[i], flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4], flat[i + 5]});
+  for (int64_t h0 = 0; h0 < B; h0 += bc)
+    for (int64_t i0 = 0; i0 < n; i0 += ci)
+      for (int64_t r0 = 0; r0 < R; r0 += rc) out.push_back({h0, std::min(h0 + bc, B), i0, std::min(ci, n - i0), r0, std::min(rc, R - r0)});
+  TORCH_CHECK(biases == 0 || biases == out.size(), "twa's CPU kernel: got ", biases, " step biases for ", out.size(), " steps");
   return out;
 }
 
+static c10::optional<Tensor> bias_of(const std::vector<c10::optional<Tensor>>& biases, size_t i) { return biases.empty() ? c10::nullopt : biases[i]; }
+
 // Forward of a windowed call: m, l [B, G, n] and acc [B, G, n, d] as in `band_forward`, qx's last column set to -m.
 void forward_steps(Tensor qx, Tensor k1x, Tensor k2x, Tensor v1p, Tensor v2p, Tensor m, Tensor l, Tensor acc,
-                   std::vector<int64_t> flat, std::vector<c10::optional<Tensor>> biases, int64_t R, int64_t C) {
+                   std::vector<c10::optional<Tensor>> biases, int64_t R, int64_t C, int64_t ci, int64_t rc, int64_t bc) {
   check_inputs({qx, k1x, k2x, v1p, v2p, m, l, acc});
   Tensor &qk1_buf = buffer(0, qx), &lg_buf = buffer(1, qx), &pv_buf = buffer(2, qx);
-  const auto steps = unpack(flat);
+  const auto steps = band_steps(qx.size(0), qx.size(2), R, ci, rc, bc, biases.size());
   AT_DISPATCH_FLOATING_TYPES(qx.scalar_type(), "forward_steps", [&] {
     diagonal_offsets<scalar_t>(qx.data_ptr<scalar_t>(), k1x.data_ptr<scalar_t>(), k2x.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(),
                                qx.size(0), qx.size(1), qx.size(2), v1p.size(2), R, C);
     for (size_t i = 0; i < steps.size(); ++i) {
-      const StepViews v(steps[i], qx, k1x, k2x, v1p, v2p, C);
+      const StepViews v(steps[i], qx, k1x, k2x, v1p, v2p, R, C);
       const auto& s = v.s;
       Tensor li = l.slice(0, s.h0, s.h1).slice(2, s.i0, s.i0 + s.c), acci = acc.slice(0, s.h0, s.h1).slice(2, s.i0, s.i0 + s.c);
-      Tensor p = v.probs<scalar_t>(lg_buf, v.mul<scalar_t>(qk1_buf, v.q, v.k1), biases[i], C, nullptr, nullptr, &li, s.r0 == 0);
+      Tensor p = v.probs<scalar_t>(lg_buf, v.mul<scalar_t>(qk1_buf, v.q, v.k1), bias_of(biases, i), nullptr, nullptr, &li, s.r0 == 0);
       Tensor pv = pv_buf.resize_({v.Bp, v.M, v.d});
       at::bmm_out(pv, p, v.v2t);                                                                   // P_ij: @ V2
       add_row_products<scalar_t>(acci.data_ptr<scalar_t>(), acci.stride(0), acci.stride(1), acci.stride(2), pv.data_ptr<scalar_t>(),
@@ -226,26 +235,26 @@ void forward_steps(Tensor qx, Tensor k1x, Tensor k2x, Tensor v1p, Tensor v2p, Te
 }
 """
 
-# %% ../nbs/11_cpu_kernel.ipynb #55c09f67
+# %% ../nbs/11_cpu_kernel.ipynb #415f10d8
 BACKWARD = r"""
 // Backward of a windowed call, qx's last column holding -lse: adds to dqs [B, G, n, d] and the padded dk1x, dk2x, dv1, dv2
 // the gradients w.r.t. the base-2 logits' inputs (the caller scales them).
 void backward_steps(Tensor dO, Tensor D, Tensor qx, Tensor k1x, Tensor k2x, Tensor v1p, Tensor v2p,
                     Tensor dqs, Tensor dk1x, Tensor dk2x, Tensor dv1, Tensor dv2,
-                    std::vector<int64_t> flat, std::vector<c10::optional<Tensor>> biases, int64_t C) {
+                    std::vector<c10::optional<Tensor>> biases, int64_t R, int64_t C, int64_t ci, int64_t rc, int64_t bc) {
   check_inputs({dO, D, qx, k1x, k2x, v1p, v2p, dqs, dk1x, dk2x, dv1, dv2});
   Tensor &qk1_buf = buffer(0, qx), &lg_buf = buffer(1, qx), &pv_buf = buffer(2, qx), &dov1_buf = buffer(3, qx), &dp_buf = buffer(4, qx),
          &cols_buf = buffer(5, qx);
-  const auto steps = unpack(flat);
+  const auto steps = band_steps(qx.size(0), qx.size(2), R, ci, rc, bc, biases.size());
   AT_DISPATCH_FLOATING_TYPES(qx.scalar_type(), "backward_steps", [&] {
     for (size_t i = 0; i < steps.size(); ++i) {
-      const StepViews v(steps[i], qx, k1x, k2x, v1p, v2p, C);
+      const StepViews v(steps[i], qx, k1x, k2x, v1p, v2p, R, C);
       const auto& s = v.s;
       Tensor g = dO.slice(0, s.h0, s.h1).slice(2, s.i0, s.i0 + s.c), Dq = D.slice(0, s.h0, s.h1).slice(2, s.i0, s.i0 + s.c);
       Tensor qk1 = v.mul<scalar_t>(qk1_buf, v.q, v.k1), dov1 = v.mul<scalar_t>(dov1_buf, g, v.v1);       // q_i ⊙ k1_j, dO_i ⊙ v1_j
       Tensor dp = dp_buf.resize_({v.Bp, v.M, v.Cp});
       at::bmm_out(dp, dov1, v.v2t.transpose(1, 2));
-      Tensor p = v.probs<scalar_t>(lg_buf, qk1, biases[i], C, &dp, &Dq, nullptr, false);           // dp becomes dS
+      Tensor p = v.probs<scalar_t>(lg_buf, qk1, bias_of(biases, i), &dp, &Dq, nullptr, false);           // dp becomes dS
       Tensor pv = pv_buf.resize_({v.Bp, v.M, v.d}), cols = cols_buf.resize_({v.Bp, v.Cp, v.d});
       at::bmm_out(pv, p, v.v2t);                                                                   // P_ij: @ V2
       Tensor dv1h = dv1.slice(0, s.h0, s.h1).slice(1, s.i0 + s.r0), dk1h = dk1x.slice(0, s.h0, s.h1).slice(1, s.i0 + s.r0);
