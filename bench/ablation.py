@@ -2,7 +2,7 @@
 
 Each row changes one setting of the `cpu` preset (variant `standard`), measures its step time in this process,
 trains it with the real `Trainer` for as many steps as fit in `--budget` seconds (with the preset's recipe: warmup
-and cosine decay over those steps), and reports validation PSNR and FG-ARI. Rows run one after another on the same
+and cosine decay over those steps), and reports validation PSNR, FG-ARI, mBO and mask confidence. Rows run one after another on the same
 machine, so their wall times are comparable; the table goes to bench/results/ablation.csv and .md.
 
     .venv/bin/python bench/ablation.py --budget 150
@@ -19,10 +19,12 @@ from common import interleaved_times, median_spread, train_step
 
 ROWS = {                                           # name -> (what changes, model overrides)
     'cpu preset': ('the chosen model', {}),
+    'no mask noise': ('no noise on the mask logits while training', dict(mask_noise=0.0)),
+    'mask noise 2': ('twice the noise on the mask logits', dict(mask_noise=2.0)),
+    'no affinity': ('masks from the slot vectors alone (a plain spatial-broadcast decoder)', dict(affinity_masks=False)),
     'no competition': ('softmax over tokens instead of over slots (plain cross-attention)', dict(competition=False)),
-    'no map prior': ('masks from the slot vectors alone (a plain spatial-broadcast decoder)', dict(map_prior=False)),
-    'patch 4': ('8 x 8 tokens of 4 x 4 pixels instead of 16 x 16 of 2 x 2', dict(patch_size=4)),
     'no temporal carry': ('every frame starts from the learned slots', dict(temporal_carry=False)),
+    'decoder patch 2': ('the decoder MLP renders 2 x 2-pixel cells instead of 4 x 4', dict(decoder_patch=2)),
 }
 
 def step_time(overrides: dict, steps: int = 8) -> float:
@@ -48,7 +50,8 @@ def main(argv=None):
         ev = Trainer(run, progress='log').fit()
         val = pd.read_parquet(Path(run.train.run_dir) / 'metrics.parquet').iloc[-1]
         results.append(dict(row=name, change=what, step_time_s=round(dt, 4), steps=steps, train_time_s=round(ev['wall_time_s'], 1),
-                            val_psnr=round(val.val_psnr, 2), val_fg_ari=round(val.val_fg_ari, 3), val_mbo=round(val.val_mbo, 3)))
+                            val_psnr=round(val.val_psnr, 2), val_fg_ari=round(val.val_fg_ari, 3), val_mbo=round(val.val_mbo, 3),
+                            val_mask_confidence=round(val.val_mask_confidence, 3), val_max_mask=round(val.val_max_mask, 3)))
         print(json.dumps(results[-1]), flush=True)
     table = pd.DataFrame(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ PRESETS = {
                     TrainConfig(steps=4, batch_size=2, warmup=1, eval_every=2, ckpt_every=2, val_clips=4, test_clips=4)),
     'cpu': Preset(ModelConfig(), TrainConfig()),
     'paper': Preset(ModelConfig(image_size=224, num_frames=16, patch_size=16, token_dim=256, slot_dim=256, num_slots=8, heads=8,
-                                token_layers=13, decoder_patch=8, decoder_hidden=256, decoder_layers=3),
+                                token_layers=17, mlp_ratio=4.0, decoder_patch=8, decoder_hidden=256, decoder_layers=3),
                     TrainConfig(steps=100_000, batch_size=32, lr=4e-4, warmup=5_000, eval_every=5_000, ckpt_every=1_000)),
 }
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 # %% auto #0
 __all__ = ['BASELINES', 'check_same_shape', 'mse', 'psnr', 'gaussian_window', 'ssim', 'slot_ids', 'contingency', 'fg_ari', 'mbo',
-           'video_metrics', 'summarize', 'mode_colour', 'baseline_predictions', 'baseline_metrics']
+           'mask_confidence', 'max_mask', 'video_metrics', 'summarize', 'clip_pixels', 'mode_colour', 'grid_ids',
+           'colour_kmeans', 'paint_segments', 'thumbnail', 'baseline_predictions', 'baseline_metrics']
 
 # %% ../nbs/03_metrics.ipynb #41e8fa2a
 def check_same_shape(a: torch.Tensor, b: torch.Tensor, what: str):
@@ -80,14 +82,26 @@ def mbo(true_ids: torch.Tensor, pred_ids: torch.Tensor) -> torch.Tensor:
     present = n.sum(2)[:, 1:] > 0
     return (best * present).sum(1) / present.sum(1)
 
+# %% ../nbs/03_metrics.ipynb #7f564aa5
+def mask_confidence(masks: torch.Tensor, true_ids: torch.Tensor) -> torch.Tensor:
+    "Share of foreground pixels (ids > 0) whose best slot's mask is >= 0.5: masks `[b, t, K, H, W]`, ids `[b, t, H, W]` -> `[b]` (NaN without foreground)."
+    fg = (true_ids > 0).flatten(1)                                                  # [b, N]
+    held = (masks.float().amax(2).flatten(1) >= 0.5) & fg
+    return held.sum(1) / fg.sum(1).float().where(fg.any(1), torch.nan)
+
+def max_mask(masks: torch.Tensor) -> torch.Tensor:
+    "Mean over pixels of the largest slot mask: `[b, t, K, H, W]` -> `[b]`."
+    return masks.float().amax(2).flatten(1).mean(1)
+
 # %% ../nbs/03_metrics.ipynb #00734bd9
 def video_metrics(recon, video, masks=None, true_ids=None) -> dict[str, torch.Tensor]:
-    "Per-video metrics `[b]`: mse, psnr, ssim, and fg_ari and mbo when `true_ids` and the model's `masks` are given."
+    "Per-video metrics `[b]`: mse, psnr, ssim; max_mask with `masks`; fg_ari, mbo and mask_confidence with `masks` and `true_ids`."
     recon = recon.float().clamp(0, 1)
     out = dict(mse=mse(recon, video), psnr=psnr(recon, video), ssim=ssim(recon, video))
+    if masks is not None: out['max_mask'] = max_mask(masks)
     if true_ids is not None and masks is not None:
         pred = slot_ids(masks)
-        out.update(fg_ari=fg_ari(true_ids, pred), mbo=mbo(true_ids, pred))
+        out.update(fg_ari=fg_ari(true_ids, pred), mbo=mbo(true_ids, pred), mask_confidence=mask_confidence(masks, true_ids))
     return out
 
 def summarize(per_video: dict[str, list | torch.Tensor]) -> dict[str, float]:
@@ -95,25 +109,72 @@ def summarize(per_video: dict[str, list | torch.Tensor]) -> dict[str, float]:
     return {k: torch.as_tensor(v, dtype=torch.float64).flatten().nanmean().item() for k, v in per_video.items()}
 
 # %% ../nbs/03_metrics.ipynb #59761b5c
-BASELINES = ('baseline_mean', 'baseline_background')
+BASELINES = ('baseline_mean', 'baseline_background', 'baseline_thumbnail', 'baseline_grid', 'baseline_kmeans')
+
+def clip_pixels(video: torch.Tensor) -> torch.Tensor:
+    "Clips `[b, t, 3, H, W]` -> their pixels `[b, t·H·W, 3]`, clipped to [0, 1]."
+    return video.float().clamp(0, 1).permute(0, 1, 3, 4, 2).reshape(video.shape[0], -1, 3)
 
 def mode_colour(video: torch.Tensor, bins: int = 32) -> torch.Tensor:
     "The most frequent colour of each clip `[b, t, 3, H, W]` -> `[b, 3]` (mean of the modal bin of `bins` levels per channel)."
-    b = video.shape[0]
-    pixels = video.float().clamp(0, 1).permute(0, 1, 3, 4, 2).reshape(b, -1, 3)                # [b, N, 3]
+    pixels = clip_pixels(video)                                                                    # [b, N, 3]
     q = (pixels * (bins - 1)).round().long()
     code = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]                                       # [b, N]
     modal = torch.stack([c.bincount(minlength=bins ** 3).argmax() for c in code])                  # [b]
     hit = (code == modal[:, None]).float()[..., None]
     return (pixels * hit).sum(1) / hit.sum(1)
 
-def baseline_predictions(video: torch.Tensor) -> dict[str, torch.Tensor]:
-    "Each trivial baseline's reconstruction of `video [b, t, 3, H, W]`, the same shape."
-    mean = video.float().mean((1, 3, 4))                                                           # [b, 3]
-    paint = lambda c: c[:, None, :, None, None].expand(video.shape).contiguous()
-    return dict(baseline_mean=paint(mean), baseline_background=paint(mode_colour(video)))
+# %% ../nbs/03_metrics.ipynb #692358b1
+def grid_ids(num_segments: int, t: int, H: int, W: int) -> torch.Tensor:
+    "A fixed grid of `num_segments` blocks (rows x cols, as square as divisors allow) as ids `[t, H, W]`."
+    rows = max(r for r in range(1, int(math.isqrt(num_segments)) + 1) if num_segments % r == 0)
+    cols = num_segments // rows
+    y = torch.arange(H) * rows // H
+    x = torch.arange(W) * cols // W
+    return (y[:, None] * cols + x[None]).expand(t, H, W)
 
-def baseline_metrics(video: torch.Tensor, true_ids: torch.Tensor | None = None) -> dict[str, dict[str, torch.Tensor]]:
-    "`video_metrics` of each trivial baseline, its masks one segment covering every pixel."
-    one = torch.ones(video.shape[0], video.shape[1], 1, *video.shape[-2:])
-    return {name: video_metrics(recon, video, one, true_ids) for name, recon in baseline_predictions(video).items()}
+def colour_kmeans(video: torch.Tensor, k: int, iters: int = 20) -> torch.Tensor:
+    "Per-clip k-means of pixel colours over all frames: `[b, t, 3, H, W]` -> cluster ids `[b, t, H, W]`."
+    b, t, _, H, W = video.shape
+    pixels = clip_pixels(video)                                                                    # [b, N, 3]
+    centres = mode_colour(video)[:, None]                                                          # [b, 1, 3]
+    for _ in range(k - 1):                                                                         # farthest-point seeding
+        far = torch.cdist(pixels, centres).amin(2).argmax(1)                                       # [b]
+        centres = torch.cat([centres, pixels[torch.arange(b), far][:, None]], 1)
+    for _ in range(iters):
+        one = F.one_hot(torch.cdist(pixels, centres).argmin(2), k).float()                          # [b, N, k]
+        count = one.sum(1)[..., None]                                                              # [b, k, 1]
+        centres = torch.where(count > 0, one.transpose(1, 2) @ pixels / count.clamp(min=1), centres)
+    return torch.cdist(pixels, centres).argmin(2).reshape(b, t, H, W)
+
+def paint_segments(video: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    "Each segment of `ids [b, t, H, W]` painted with its mean colour over the clip: `[b, t, 3, H, W]`."
+    pixels, flat = clip_pixels(video), ids.reshape(ids.shape[0], -1)                               # [b, N, 3], [b, N]
+    one = F.one_hot(flat, int(flat.max()) + 1).float()                                             # [b, N, S]
+    means = one.transpose(1, 2) @ pixels / one.sum(1)[..., None].clamp(min=1)                      # [b, S, 3]
+    return rearrange(means.gather(1, flat[..., None].expand(-1, -1, 3)), 'b (t h w) c -> b t c h w', t=ids.shape[1], h=ids.shape[2])
+
+def thumbnail(video: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    "Each frame average-pooled `factor x factor` and upsampled bilinearly to its size: `[b, t, 3, H, W]`."
+    frames = video.float().flatten(0, 1)
+    small = F.avg_pool2d(frames, factor)
+    return F.interpolate(small, size=frames.shape[-2:], mode='bilinear', align_corners=False).view(video.shape)
+
+# %% ../nbs/03_metrics.ipynb #75b44217
+def baseline_predictions(video: torch.Tensor, num_slots: int = 6) -> dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]:
+    "Each trivial baseline of `video [b, t, 3, H, W]`: `(reconstruction [b, t, 3, H, W] or None, segment ids [b, t, H, W] or None)`."
+    b, t, _, H, W = video.shape
+    one = torch.zeros(b, t, H, W, dtype=torch.long)
+    background = mode_colour(video)[:, None, :, None, None].expand(video.shape).contiguous()
+    return dict(baseline_mean=(paint_segments(video, one), one), baseline_background=(background, one),
+                baseline_thumbnail=(thumbnail(video), None), baseline_grid=(None, grid_ids(num_slots, t, H, W).expand(b, t, H, W)),
+                baseline_kmeans=(None, colour_kmeans(video, num_slots)))
+
+def baseline_metrics(video: torch.Tensor, true_ids: torch.Tensor | None = None, num_slots: int = 6) -> dict[str, dict[str, torch.Tensor]]:
+    "Per-video metrics of each trivial baseline: reconstruction metrics where it reconstructs, FG-ARI and mBO where it segments."
+    out = {}
+    for name, (recon, ids) in baseline_predictions(video, num_slots).items():
+        m = {} if recon is None else video_metrics(recon, video)
+        if ids is not None and true_ids is not None: m.update(fg_ari=fg_ari(true_ids, ids), mbo=mbo(true_ids, ids))
+        out[name] = m
+    return out

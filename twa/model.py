@@ -13,9 +13,9 @@ from einops import rearrange, repeat
 from .attention import ATTENTIONS, local_pairs
 
 # %% auto #0
-__all__ = ['MAP_FLOOR', 'CPU_SDPA_FLOPS', 'ModelConfig', 'sincos_2d', 'mlp', 'PatchEmbed', 'SelfBlock', 'SlotAttention',
-           'SlotEncoder', 'SlotDecoder', 'SlotBasedVideoModel', 'num_params', 'reconstruction_loss', 'flop_counter',
-           'count_flops']
+__all__ = ['CPU_SDPA_FLOPS', 'ModelConfig', 'sincos_2d', 'mlp', 'PatchEmbed', 'SelfBlock', 'SlotAttention', 'SlotEncoder',
+           'SlotPixelAffinity', 'SlotDecoder', 'SlotBasedVideoModel', 'num_params', 'reconstruction_loss',
+           'flop_counter', 'count_flops']
 
 # %% ../nbs/02_model.ipynb #cb308acd
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class ModelConfig:
     image_size: int = 32
     num_frames: int = 4
     patch_size: int = 2
+    pixel_channels: int = 32         # channels of the 3 x 3 convolution that gives every pixel a feature
     token_dim: int = 64
     slot_dim: int = 64
     num_slots: int = 6
@@ -35,8 +36,10 @@ class ModelConfig:
     mlp_ratio: float = 2.0
     mlp_hidden: int | None = None    # overrides mlp_ratio · slot_dim (the parameter-matched baseline widens it)
     competition: bool = True         # Slot Attention's softmax over slots; False: over tokens (ablation)
-    map_prior: bool = True           # add the log of each slot's attention map to its mask logits
-    decoder_patch: int = 2           # the decoder renders cells of decoder_patch² pixels
+    affinity_masks: bool = True      # add the shared slot-pixel affinity to the mask logits
+    affinity_scale: float = 5.0      # its learned scale's starting value
+    mask_noise: float = 1.0          # std of the Gaussian noise on mask logits while training (0: none)
+    decoder_patch: int = 4           # the decoder renders cells of decoder_patch² pixels
     decoder_hidden: int = 64
     decoder_layers: int = 3
     local_pairs_above: int = 64      # triple: with more tokens than this, only pairs within pair_radius
@@ -57,8 +60,10 @@ class ModelConfig:
                 raise ValueError(f"{name}={getattr(self, name)} does not divide image_size={self.image_size}; pick a divisor")
         for name in ('token_dim', 'slot_dim'):
             if getattr(self, name) % self.heads: raise ValueError(f"{name}={getattr(self, name)} must be divisible by heads={self.heads}")
-        for name in ('num_frames', 'num_slots', 'slot_iters', 'carry_iters', 'decoder_hidden', 'decoder_layers', 'heads'):
+        for name in ('num_frames', 'num_slots', 'slot_iters', 'carry_iters', 'decoder_hidden', 'decoder_layers', 'heads', 'pixel_channels'):
             if getattr(self, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mask_noise < 0 or self.affinity_scale <= 0:
+            raise ValueError(f"need mask_noise >= 0 and affinity_scale > 0, got {self.mask_noise}, {self.affinity_scale}")
         return self
 
 # %% ../nbs/02_model.ipynb #fc729815
@@ -76,18 +81,22 @@ def mlp(dim: int, hidden: int, out: int | None = None) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out or dim))
 
 class PatchEmbed(nn.Module):
-    "Frames `[b, t, 3, H, W]` -> tokens `[b, t, n, D]`: patches, linear map plus position, then LayerNorm and an MLP."
+    "Frames `[b, t, 3, H, W]` -> tokens `[b, t, n, D]` and pixel features `[b, t, H·W, 3 + C]` (colour and a 3 x 3 convolution); tokens: patches of features, a linear map plus position, LayerNorm and an MLP."
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.p = cfg.patch_size
-        self.proj = nn.Linear(cfg.patch_size ** 2 * 3, cfg.token_dim)
+        self.conv = nn.Sequential(nn.Conv2d(3, cfg.pixel_channels, 3, padding=1), nn.ReLU())
+        self.proj = nn.Linear(cfg.patch_size ** 2 * (3 + cfg.pixel_channels), cfg.token_dim)
         self.register_buffer('pos', sincos_2d(cfg.grid, cfg.token_dim), persistent=False)
         self.pos_proj = nn.Linear(cfg.token_dim, cfg.token_dim)
         self.out = nn.Sequential(nn.LayerNorm(cfg.token_dim), mlp(cfg.token_dim, cfg.token_dim))
 
     def forward(self, video):
-        x = self.proj(rearrange(video, 'b t c (h p1) (w p2) -> b t (h w) (p1 p2 c)', p1=self.p, p2=self.p))
-        return self.out(x + self.pos_proj(self.pos))                                  # [b, t, n, D]
+        b = video.shape[0]
+        frames = rearrange(video, 'b t c h w -> (b t) c h w')
+        f = rearrange(torch.cat([frames, self.conv(frames)], 1), '(b t) c h w -> b t h w c', b=b)      # [b, t, H, W, 3 + C]
+        x = self.proj(rearrange(f, 'b t (h p1) (w p2) c -> b t (h w) (p1 p2 c)', p1=self.p, p2=self.p))
+        return self.out(x + self.pos_proj(self.pos)), f.flatten(2, 3)                    # [b, t, n, D], [b, t, H·W, 3 + C]
 
 class SelfBlock(nn.Module):
     "Pre-norm standard self-attention and MLP over the tokens of a frame `[B, n, D]`, the same for every variant."
@@ -103,7 +112,7 @@ class SelfBlock(nn.Module):
 
 # %% ../nbs/02_model.ipynb #4986b0b4
 class SlotAttention(nn.Module):
-    "Rounds of slots `[B, K, S]` reading tokens `[B, n, D]` through the variant's layer; returns slots and attention maps `[B, K, n]`."
+    "Rounds of slots `[B, K, S]` reading tokens `[B, n, D]` through the variant's layer -> slots `[B, K, S]`."
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.normalize = 'queries' if cfg.competition else 'keys'
@@ -115,14 +124,14 @@ class SlotAttention(nn.Module):
     def forward(self, slots, tokens, rounds: int, pair_mask=None):
         context = self.norm_tokens(tokens)
         for _ in range(rounds):
-            update, maps = self.attn(self.norm_slots(slots), context, pair_mask=pair_mask, normalize=self.normalize, return_map=True)
+            update = self.attn(self.norm_slots(slots), context, pair_mask=pair_mask, normalize=self.normalize)
             slots = self.gru(update.flatten(0, 1), slots.flatten(0, 1)).view_as(slots)
             slots = slots + self.mlp(slots)
-        return slots, maps
+        return slots
 
 # %% ../nbs/02_model.ipynb #e4acbb5f
 class SlotEncoder(nn.Module):
-    "Tokens `[b, t, n, D]` -> slots `[b, t, K, S]` and attention maps `[b, t, K, n]`."
+    "Tokens `[b, t, n, D]` -> slots `[b, t, K, S]`."
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -135,20 +144,34 @@ class SlotEncoder(nn.Module):
         b, t = tokens.shape[:2]
         init = repeat(self.init, 'k s -> b k s', b=b)
         if not self.cfg.temporal_carry:
-            slots, maps = self.read(repeat(init, 'b k s -> (b t) k s', t=t), rearrange(tokens, 'b t n d -> (b t) n d'),
-                                    self.cfg.slot_iters, self.pair_mask)
-            return rearrange(slots, '(b t) k s -> b t k s', b=b), rearrange(maps, '(b t) k n -> b t k n', b=b)
+            slots = self.read(repeat(init, 'b k s -> (b t) k s', t=t), rearrange(tokens, 'b t n d -> (b t) n d'), self.cfg.slot_iters, self.pair_mask)
+            return rearrange(slots, '(b t) k s -> b t k s', b=b)
         slots, out = init, []
         for f in range(t):
-            slots, maps = self.read(slots, tokens[:, f], self.cfg.carry_iters if f else self.cfg.slot_iters, self.pair_mask)
-            out.append((slots, maps))
-        return torch.stack([s for s, _ in out], 1), torch.stack([m for _, m in out], 1)
+            slots = self.read(slots, tokens[:, f], self.cfg.carry_iters if f else self.cfg.slot_iters, self.pair_mask)
+            out.append(slots)
+        return torch.stack(out, 1)
 
 # %% ../nbs/02_model.ipynb #c033594d
-MAP_FLOOR = 1e-4   # log(map + floor): a token a slot ignored costs it about 9 in mask logit, not infinity
+class SlotPixelAffinity(nn.Module):
+    "Slots `[b, t, K, S]` and pixel features `[b, t, H·W, 3 + C]` -> mask logits `[b, t, K, H, W]`: `τ · g(slot) · h(pixel) / √S`."
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        S, self.size = cfg.slot_dim, cfg.image_size
+        self.to_slot = nn.Linear(S, S)
+        self.to_pixel = mlp(3 + cfg.pixel_channels, S, S)
+        self.register_buffer('pos', sincos_2d(cfg.image_size, S), persistent=False)
+        self.pos_proj, self.norm = nn.Linear(S, S), nn.LayerNorm(S)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.affinity_scale)))
+
+    def forward(self, slots, pixels):
+        g = self.to_slot(slots)                                                          # [b, t, K, S]
+        h = self.norm(self.to_pixel(pixels) + self.pos_proj(self.pos))                   # [b, t, H·W, S]
+        logits = torch.einsum('btks,btns->btkn', g, h) * (self.log_scale.exp() / math.sqrt(g.shape[-1]))
+        return rearrange(logits, 'b t k (h w) -> b t k h w', h=self.size)
 
 class SlotDecoder(nn.Module):
-    "Slots `[b, t, K, S]` and attention maps `[b, t, K, n]` -> reconstruction `[b, t, 3, H, W]` and masks `[b, t, K, H, W]`."
+    "Slots `[b, t, K, S]` and pixel features `[b, t, H·W, 3 + C]` -> reconstruction `[b, t, 3, H, W]` and masks `[b, t, K, H, W]`."
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg, S = cfg, cfg.slot_dim
@@ -157,21 +180,16 @@ class SlotDecoder(nn.Module):
         layers = [nn.Linear(S, cfg.decoder_hidden), nn.ReLU()]
         for _ in range(cfg.decoder_layers - 1): layers += [nn.Linear(cfg.decoder_hidden, cfg.decoder_hidden), nn.ReLU()]
         self.net = nn.Sequential(*layers, nn.Linear(cfg.decoder_hidden, cfg.decoder_patch ** 2 * 4))
+        self.affinity = SlotPixelAffinity(cfg) if cfg.affinity_masks else None
 
-    def map_logits(self, maps):
-        "Attention maps `[b, t, K, n]` -> their log, upsampled to pixels `[b, t, K, H, W]`."
-        b, c = maps.shape[0], self.cfg
-        logs = rearrange(torch.log(maps + MAP_FLOOR), 'b t k (h w) -> (b t) k h w', h=c.grid)
-        logs = F.interpolate(logs, size=(c.image_size, c.image_size), mode='bilinear', align_corners=False)
-        return rearrange(logs, '(b t) k h w -> b t k h w', b=b)
-
-    def forward(self, slots, maps):
+    def forward(self, slots, pixels):
         c, p = self.cfg, self.cfg.decoder_patch
         z = self.norm(slots)                                                                  # [b, t, K, S]
         y = self.net(z[..., None, :] + self.pos_proj(self.pos))                               # [b, t, K, P, p·p·4]
         y = rearrange(y, 'b t k (h w) (p1 p2 c) -> b t k c (h p1) (w p2)', h=c.image_size // p, p1=p, p2=p)
         rgb, logits = y[:, :, :, :3] + self.colour(z)[..., None, None], y[:, :, :, 3]         # [b, t, K, 3, H, W], [b, t, K, H, W]
-        if c.map_prior: logits = logits + self.map_logits(maps)
+        if self.affinity is not None: logits = logits + self.affinity(z, pixels)
+        if self.training and c.mask_noise: logits = logits + c.mask_noise * torch.randn_like(logits)
         masks = logits.softmax(2)
         return (masks[:, :, :, None] * rgb).sum(2), masks
 
@@ -192,13 +210,13 @@ class SlotBasedVideoModel(nn.Module):
 
     def forward(self, video):
         self.check_input(video)
-        tokens = self.embed(video)                                            # [b, t, n, D]
+        tokens, pixels = self.embed(video)                                    # [b, t, n, D], [b, t, H·W, C]
         if self.token_blocks:
             x = rearrange(tokens, 'b t n d -> (b t) n d')
             for block in self.token_blocks: x = block(x)
             tokens = rearrange(x, '(b t) n d -> b t n d', b=video.shape[0])
-        slots, maps = self.encoder(tokens)                                    # [b, t, K, S], [b, t, K, n]
-        recon, masks = self.decoder(slots, maps)
+        slots = self.encoder(tokens)                                          # [b, t, K, S]
+        recon, masks = self.decoder(slots, pixels)
         return recon, slots, masks
 
 def num_params(model: nn.Module) -> int: return sum(p.numel() for p in model.parameters())

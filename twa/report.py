@@ -12,11 +12,11 @@ from scipy import stats
 from .variants import VARIANTS
 
 # %% auto #0
-__all__ = ['QUALITY', 'HIGHER_IS_BETTER', 'SUMMARY_COLUMNS', 'NOT_LEARNED', 'LEARNED', 'DIFF', 'DIFF_ONE_SEED', 'COMPARISON',
-           'EFFICIENCY', 'DIFF_DB', 'DIFF_DB_ONE_SEED', 'OVERHEAD', 'SWEEP_EDGE', 'SWEEP_INSIDE', 'load_runs',
-           'flatten', 'shared_settings', 'check_comparable', 'summary_table', 'mean_ci', 'welch', 'holm', 'val_curve',
-           'at_compute', 'steps_to_reach', 'learned', 'comparisons', 'compute_budget', 'answer_tests', 'cost_ratios',
-           'reach_table', 'headline', 'answers', 'sweep_note']
+__all__ = ['QUALITY', 'HIGHER_IS_BETTER', 'MASK_QUALITY', 'SUMMARY_COLUMNS', 'NOT_LEARNED', 'LEARNED', 'SEGMENTS', 'DIFF',
+           'DIFF_ONE_SEED', 'COMPARISON', 'EFFICIENCY', 'DIFF_DB', 'DIFF_DB_ONE_SEED', 'OVERHEAD', 'SWEEP_EDGE',
+           'SWEEP_INSIDE', 'load_runs', 'flatten', 'shared_settings', 'check_comparable', 'summary_table', 'mean_ci',
+           'welch', 'holm', 'val_curve', 'at_compute', 'steps_to_reach', 'learned', 'comparisons', 'compute_budget',
+           'answer_tests', 'cost_ratios', 'reach_table', 'headline', 'answers', 'sweep_note']
 
 # %% ../nbs/09_report.ipynb #fabf3cea
 QUALITY = ('mse', 'psnr', 'ssim', 'fg_ari', 'mbo')          # test metrics, in report order
@@ -67,23 +67,23 @@ def check_comparable(runs: list[dict]):
         if len(lrs) > 1: raise ValueError(f"the seeds of {v} were trained with different learning rates {lrs}; use one per variant")
 
 # %% ../nbs/09_report.ipynb #293fc2b5
-SUMMARY_COLUMNS = ['variant', 'seed', 'lr', 'steps', 'dataset', 'preset', *QUALITY, 'params', 'flops_per_step', 'step_time_s',
-                   'peak_memory_mb', 'wall_time_s', 'git_commit']
+MASK_QUALITY = ('mask_confidence', 'max_mask')              # how firmly slots hold pixels, reported, not tested
+SUMMARY_COLUMNS = ['variant', 'seed', 'lr', 'steps', 'dataset', 'preset', *QUALITY, *MASK_QUALITY, 'params', 'flops_per_step',
+                   'step_time_s', 'peak_memory_mb', 'wall_time_s', 'git_commit']
 
 def summary_table(runs: list[dict]) -> pd.DataFrame:
-    "One row per run, then one per trivial baseline (from the first run: all runs share the test clips), in `SUMMARY_COLUMNS`."
-    rows = []
+    "One row per run, then one per trivial baseline and seed (each seed's test clips), in `SUMMARY_COLUMNS`."
+    rows, baselines = [], {}
     for r in runs:
         ev, cfg = r['eval'], r['config']
         rows.append(dict(variant=r['variant'], seed=r['seed'], lr=cfg['train']['lr'], steps=cfg['train']['steps'],
                          dataset=cfg['data']['dataset'], preset=cfg['preset'], **ev['test'], params=ev['params'],
                          flops_per_step=ev['flops_per_step'], step_time_s=ev['mean_step_time_s'], peak_memory_mb=ev['peak_memory_mb'],
                          wall_time_s=ev['wall_time_s'], git_commit=ev['git_commit']))
-    first = runs[0]
-    for name, metrics in first['eval'].get('baselines', {}).items():
-        rows.append(dict(variant=name, steps=0, dataset=first['config']['data']['dataset'], preset=first['config']['preset'],
-                         **metrics, params=0, flops_per_step=0, git_commit=first['eval']['git_commit']))
-    return pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
+        for name, metrics in ev.get('baselines', {}).items():
+            baselines.setdefault((name, r['seed']), dict(variant=name, seed=r['seed'], steps=0, dataset=cfg['data']['dataset'], preset=cfg['preset'],
+                                                         **metrics, params=0, flops_per_step=0, git_commit=ev['git_commit']))
+    return pd.DataFrame(rows + sorted(baselines.values(), key=lambda b: (b['variant'], b['seed']))).reindex(columns=SUMMARY_COLUMNS)
 
 # %% ../nbs/09_report.ipynb #2a5f4021
 def mean_ci(x, level: float = 0.95) -> tuple[float, float]:
@@ -136,12 +136,14 @@ def steps_to_reach(run: dict, target_mse: float) -> tuple[float, float]:
     return (float(hit.step.iloc[0]), float(hit.elapsed.iloc[0])) if len(hit) else (float('nan'), float('nan'))
 
 # %% ../nbs/09_report.ipynb #d0abe3b0
-def learned(summary: pd.DataFrame, reference: str, margin_db: float = 3.0) -> dict:
-    "The reference's mean test PSNR, the best trivial baseline's, their margin, and whether it clears `margin_db`."
-    base = summary[summary.variant.str.startswith('baseline_')].set_index('variant')['psnr']
-    ref = summary.loc[summary.variant == reference, 'psnr'].mean()
-    return dict(reference=reference, psnr=ref, baseline=base.idxmax(), baseline_psnr=base.max(), margin=ref - base.max(),
-                learned=bool(ref - base.max() >= margin_db), required=margin_db)
+def learned(summary: pd.DataFrame, reference: str, margin_db: float = 2.0) -> dict:
+    "The reference's mean test PSNR and FG-ARI, the strongest trivial baselines' (mean over seeds), the PSNR margin and whether it clears `margin_db`."
+    base = summary[summary.variant.str.startswith('baseline_')].groupby('variant')[['psnr', 'fg_ari']].mean()
+    ref = summary.loc[summary.variant == reference, ['psnr', 'fg_ari']].mean()
+    recon, seg = base.psnr.dropna(), base.fg_ari.dropna()
+    return dict(reference=reference, psnr=ref.psnr, baseline=recon.idxmax(), baseline_psnr=recon.max(), margin=ref.psnr - recon.max(),
+                learned=bool(ref.psnr - recon.max() >= margin_db), required=margin_db, fg_ari=ref.fg_ari,
+                seg_baseline=seg.idxmax() if len(seg) else None, seg_baseline_fg_ari=seg.max() if len(seg) else float('nan'))
 
 # %% ../nbs/09_report.ipynb #78a7b0a9
 def comparisons(variants: list[str], reference: str) -> list[tuple[str, str]]:
@@ -196,6 +198,8 @@ NOT_LEARNED = ("**No variant learned the task at this budget.** `{reference}` re
                "quality is compared. No quality claim is made.")
 LEARNED = ("`{reference}` learned the task: {psnr:.2f} dB mean test PSNR, {margin:.2f} dB above the best trivial baseline "
            "(`{baseline}`, {baseline_psnr:.2f} dB).")
+SEGMENTS = ("Its slots segment the objects with FG-ARI {fg_ari:.3f}, {side} the best trivial segmentation (`{seg_baseline}`, "
+            "{seg_baseline_fg_ari:.3f}).")
 DIFF = "{metric} {diff:+.4g} [{low:+.4g}, {high:+.4g}], Holm p = {p_holm:.3g}"
 DIFF_ONE_SEED = "{metric} {diff:+.4g} (a single seed on one side: no interval, no test)"
 COMPARISON = "- `{variant}` vs `{versus}`: {headline}. {details}."
@@ -213,13 +217,14 @@ def headline(group: pd.DataFrame) -> str:
     if unresolved: parts.append(f"not resolved on {', '.join(unresolved)} (inconclusive at these seeds)")
     return '; '.join(parts)
 
-def answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = 3.0) -> str:
+def answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = 2.0) -> str:
     "The three answers in markdown, every number from the tables."
     fit, tests = learned(summary, reference, margin_db), answer_tests(runs, summary, reference)
     lines = ['### 1. Does triple-wise attention reconstruct better?', '']
     if not fit['learned']: lines.append(NOT_LEARNED.format(**fit))
     else:
-        lines += [LEARNED.format(**fit), '']
+        side = 'above' if fit['fg_ari'] > fit['seg_baseline_fg_ari'] else 'below'
+        lines += [LEARNED.format(**fit) + ('' if math.isnan(fit['seg_baseline_fg_ari']) else ' ' + SEGMENTS.format(**fit, side=side)), '']
         for (a, b), g in tests[tests.question == 'quality'].groupby(['variant', 'versus'], sort=False):
             details = '; '.join((DIFF_ONE_SEED if math.isnan(r['p']) else DIFF).format(**r) for r in g.to_dict('records'))
             lines.append(COMPARISON.format(variant=a, versus=b, headline=headline(g), details=details))

@@ -431,7 +431,7 @@ def final_report(self: Trainer) -> dict:
     step_time = (tc.batch_size * self.world / steps['clips_per_s']).iloc[min(5, len(steps) - 1):].mean()   # skip warm-up steps
     test = collate([self.test_set[i] for i in range(min(tc.test_clips, len(self.test_set)))])
     video = video_to(test['video'], 'cpu')
-    baselines = {name: summarize(m) for name, m in baseline_metrics(video, test.get('masks')).items()}
+    baselines = {name: summarize(m) for name, m in baseline_metrics(video, test.get('masks'), self.run.model.num_slots).items()}
     flops = count_flops(self.model, video_to(test['video'][:tc.batch_size], self.device))
     peak = torch.cuda.max_memory_allocated() if self.device.type == 'cuda' else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if self.is_main:
