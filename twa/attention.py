@@ -16,14 +16,16 @@ try:
     from flash_attn import flash_attn_func  # the optional `gpu` extra; it cannot import without CUDA
 except Exception:
     flash_attn_func = None
+from .chunked import EPS, LOG2E, TripleChunkedFn, plan_steps, safe_div
+from .windowed import band_attention
 
 # %% auto #0
-__all__ = ['EPS', 'NORMALIZATIONS', 'BACKENDS', 'ATTENTIONS', 'standard_attention_ref', 'standard_attention', 'grads',
-           'allowed_pairs', 'causal_pairs', 'triple_attention_ref', 'pick_backend', 'triple_attention', 'local_pairs',
-           'rank1_attention', 'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention',
-           'StandardAttention', 'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'standard_attention_map',
-           'triple_attention_map', 'Attention', 'AttentionRegistry', 'register_attention', 'key_flops', 'pair_flops',
-           'rank1_flops', 'attention_flops', 'concat_as_standard']
+__all__ = ['NORMALIZATIONS', 'BACKENDS', 'ATTENTIONS', 'standard_attention_ref', 'standard_attention', 'grads', 'allowed_pairs',
+           'causal_pairs', 'triple_attention_ref', 'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention',
+           'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention', 'StandardAttention',
+           'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'standard_attention_map', 'triple_attention_map',
+           'Attention', 'AttentionRegistry', 'register_attention', 'key_flops', 'pair_flops', 'rank1_flops',
+           'attention_flops', 'concat_as_standard']
 
 # %% ../nbs/00_attention.ipynb #a343dddc
 def check_layout(q: torch.Tensor, **kvs: torch.Tensor) -> int:
@@ -46,9 +48,6 @@ def check_pair(k_name: str, k: torch.Tensor, v_name: str, v: torch.Tensor):
     if k.shape[1] != v.shape[1]:
         raise ValueError(f"{k_name} and {v_name} must have the same length n, got {k.shape[1]} and {v.shape[1]}")
 
-# %% ../nbs/00_attention.ipynb #bae47ff5
-EPS = 1e-8  # Slot Attention's ε: with normalize='queries' every allowed key keeps a little weight in every query
-
 # %% ../nbs/00_attention.ipynb #3c0f8a52
 def check_normalize(normalize: str, causal: bool = False):
     "Raise a `ValueError` unless `normalize` is 'keys' or 'queries', and 'queries' comes without a causal mask."
@@ -57,10 +56,6 @@ def check_normalize(normalize: str, causal: bool = False):
     if normalize == 'queries' and causal:
         raise ValueError("normalize='queries' has no causal form: each key's weight is shared out among all queries; "
                          "use normalize='keys' with causal=True / window")
-
-def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    "`num / den`, and 0 where `den` is 0 (a query with nothing to attend to gets a zero output and zero gradients)."
-    return num / den.masked_fill(den == 0, 1.0)
 
 # %% ../nbs/00_attention.ipynb #846862dd
 def check_key_padding(mask, b: int, n: int, name: str = 'key_padding_mask'):
@@ -193,14 +188,15 @@ def triple_attention_ref(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=F
         p = safe_div(w, w.sum((-2, -1), keepdim=True))                         # then a weighted mean over the pairs
     return torch.einsum('bhijk,bjhd,bkhd->bihd', p, v1, v2)                  # [b, n_q, h, d]
 
-# %% ../nbs/00_attention.ipynb #d069ea11
-LOG2E = 1.4426950408889634  # log2(e): logits are kept in base 2 inside, since exp2 is cheaper than exp on CPU
-LN2 = 1 / LOG2E
-
 # %% ../nbs/00_attention.ipynb #418a85d2
 def use_triton(q: torch.Tensor) -> bool:
     "Whether `backend='auto'` takes the fused Triton kernel for `q`: a CUDA tensor, and Triton installed."
     return q.is_cuda and importlib.util.find_spec('triton') is not None
+
+def triton_fits(q: torch.Tensor, normalize: str) -> bool:
+    "Whether the Triton kernel takes the call: any with normalize='keys', and with 'queries' when a head's queries fit one program."
+    from twa.kernels import QUERIES_MAX
+    return normalize == 'keys' or q.shape[1] <= QUERIES_MAX
 
 def triton_kernel():
     "The fused kernel's autograd function from `twa.kernels`, imported on first use (Triton is an optional dependency)."
@@ -222,11 +218,9 @@ def cpu_kernel():
 def pick_backend(backend: str, q: torch.Tensor, normalize: str, window=None) -> str:
     "Resolve `backend` ('auto', 'chunked', 'cpp' or 'triton') for `q`; raise a `ValueError` for one that cannot run."
     if backend not in ('auto', 'chunked', 'cpp', 'triton'): raise ValueError(f"backend must be 'auto', 'chunked', 'cpp' or 'triton', got {backend!r}")
-    if backend == 'auto': return 'triton' if normalize == 'keys' and use_triton(q) else 'cpp' if use_cpu_kernel(q, window) else 'chunked'
+    if backend == 'auto': return 'triton' if use_triton(q) and triton_fits(q, normalize) else 'cpp' if use_cpu_kernel(q, window) else 'chunked'
     if backend == 'cpp' and (window is None or q.device.type != 'cpu'):
         raise ValueError("backend='cpp' is the compiled CPU kernel of windowed calls: it needs window=(w1, w2) and CPU tensors; use backend='chunked' (or 'auto') otherwise")
-    if backend == 'triton' and normalize != 'keys':
-        raise ValueError("the Triton kernel implements normalize='keys' only; use backend='chunked' (or 'auto') with normalize='queries'")
     if backend == 'triton' and not q.is_cuda and os.environ.get('TRITON_INTERPRET') != '1':
         raise ValueError("backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 (set before Triton is imported) to run the kernels on CPU")
     return backend
@@ -242,14 +236,12 @@ def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False
     scale = d ** -0.5 if scale is None else scale
     pads = tuple(None if m is None else repeat(m.to(q.device), 'b n -> (b h) n', h=h_kv) for m in pads)
     if backend in ('chunked', 'cpp') and window is not None:
-        from twa.windowed import band_attention
         return band_attention(q, k1, k2, v1, v2, pair_mask, pads, window, scale, chunk_size, cpu_kernel() if backend == 'cpp' else None)
     dtype = q.dtype if backend == 'triton' or q.dtype not in (torch.float16, torch.bfloat16) else torch.float32
     qs = rearrange(q, 'b n (hk g) d -> (b hk) g n d', hk=h_kv).to(dtype) * (scale * LOG2E)
     k1, k2, v1, v2 = (rearrange(t, 'b n h d -> (b h) n d').to(dtype).contiguous() for t in (k1, k2, v1, v2))
-    if backend == 'triton': o = triton_kernel().apply(qs, k1, k2, v1, v2, pair_mask, pads, causal, window)
+    if backend == 'triton': o = triton_kernel().apply(qs, k1, k2, v1, v2, pair_mask, pads, causal, window, normalize)
     else:
-        from twa.chunked import TripleChunkedFn, plan_steps
         steps = plan_steps(*qs.shape[:3], k1.shape[1], k2.shape[1], pair_mask, causal, normalize, chunk_size, device=q.device)
         o = TripleChunkedFn.apply(qs, k1, k2, v1, v2, steps, pads, normalize)
     return rearrange(o, '(b hk) g n d -> b n (hk g) d', b=b).to(q.dtype)

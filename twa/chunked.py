@@ -7,13 +7,22 @@ from __future__ import annotations
 import functools, math
 from typing import NamedTuple
 import torch
-from .attention import EPS, LN2, safe_div
 
 # %% auto #0
-__all__ = ['Step', 'span', 'trimmed', 'pair_steps', 'causal_steps', 'plan_steps', 'make_plan', 'mask_free_plan', 'query_view',
-           'Workspace', 'step_workspace', 'operands', 'mul_sum', 'add_rows', 'add_product', 'step_keeps', 'as_bias',
-           'step_logits', 'is_meta', 'offset_exp2', 'max_offset_exp2', 'rescale', 'StepCache', 'forward_keys',
-           'competition', 'forward_queries', 'step_grads', 'triple_backward', 'TripleChunkedFn']
+__all__ = ['EPS', 'LOG2E', 'LN2', 'safe_div', 'Step', 'span', 'trimmed', 'pair_steps', 'causal_steps', 'plan_steps', 'make_plan',
+           'mask_free_plan', 'query_view', 'Workspace', 'step_workspace', 'operands', 'mul_sum', 'add_rows',
+           'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'offset_exp2', 'max_offset_exp2',
+           'rescale', 'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward',
+           'TripleChunkedFn']
+
+# %% ../nbs/00a_chunked.ipynb #3863f584
+EPS = 1e-8  # Slot Attention's ε: with normalize='queries' every allowed key keeps a little weight in every query
+LOG2E = 1.4426950408889634  # log2(e): logits are kept in base 2 inside, since exp2 is cheaper than exp on CPU
+LN2 = 1 / LOG2E
+
+def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    "`num / den`, and 0 where `den` is 0 (a query with nothing to attend to gets a zero output and zero gradients)."
+    return num / den.masked_fill(den == 0, 1.0)
 
 # %% ../nbs/00a_chunked.ipynb #5e3dbeef
 class Step(NamedTuple):

@@ -9,8 +9,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from .attention import LOG2E, LN2
-from .chunked import Workspace, as_bias, max_offset_exp2, mul_sum, rescale
+from .chunked import LN2, LOG2E, Workspace, as_bias, max_offset_exp2, mul_sum, rescale
 
 # %% auto #0
 __all__ = ['SUM_LIMIT', 'Band', 'band_plan', 'band_steps', 'BandMask', 'kernel_biases', 'heads_first', 'set_offset',
