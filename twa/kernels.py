@@ -225,7 +225,7 @@ def _triple_fwd_queries(Q, K1, K2, V1, V2, MASK, PAD1, PAD2, O, DEN, nq, n1, n2,
     tl.store(O + offs_i[:, None] * d + offs_d[None, :], o.to(O.dtype.element_ty), mask=(offs_i < nq)[:, None] & (offs_d < d)[None, :])
     tl.store(DEN + offs_i, den, mask=offs_i < nq)
 
-# %% ../nbs/05_kernels.ipynb #81a52cdf
+# %% ../nbs/05_kernels.ipynb #8ba9333b
 @triton.jit
 def _add_rows(PTR, offs, n, offs_d, d, x):
     "`PTR[offs, :d] += x` for rows this program owns (a barrier first: another thread may have written them)."
@@ -234,6 +234,7 @@ def _add_rows(PTR, offs, n, offs_d, d, x):
     p = PTR + offs[:, None] * d + offs_d[None, :]
     tl.store(p, tl.load(p, mask=m, other=0.0) + x, mask=m)
 
+# %% ../nbs/05_kernels.ipynb #81a52cdf
 @triton.jit
 def _triple_bwd_queries(Q, K1, K2, V1, V2, GO, DELTA, MASK, PAD1, PAD2, DQ, DK1, DK2, DV1, DV2, nq, n1, n2, d, G, eps,
                         HAS_MASK: tl.constexpr, HAS_PAD1: tl.constexpr, HAS_PAD2: tl.constexpr,
@@ -271,17 +272,7 @@ def _triple_bwd_queries(Q, K1, K2, V1, V2, GO, DELTA, MASK, PAD1, PAD2, DQ, DK1,
             _add_rows(DV1, offs_j, n1, offs_d, d, dv1)
         tl.store(DQ + bg * nq * d + offs_i[:, None] * d + offs_d[None, :], dq, mask=(offs_i < nq)[:, None] & (offs_d < d)[None, :])
 
-# %% ../nbs/05_kernels.ipynb #91ef21b9
-def _blocks(nq: int, n1: int, n2: int, d: int) -> dict:
-    p2 = lambda n, lo, hi: max(lo, min(hi, triton.next_power_of_2(n)))
-    return dict(BQ=p2(nq, 16, 64), BJ=p2(n1, 1, 4), BK=p2(n2, 16, 64), BD=p2(d, 16, 256))
-
-def _masks(qs, pair_mask, pads, causal: bool) -> tuple:
-    "The mask tensors (`int8`, or a placeholder) and their flags."
-    as_i8 = lambda m: qs.new_zeros(1, dtype=torch.int8) if m is None else m.to(device=qs.device, dtype=torch.int8).contiguous()
-    flags = dict(HAS_MASK=pair_mask is not None, HAS_PAD1=pads[0] is not None, HAS_PAD2=pads[1] is not None, CAUSAL=causal)
-    return (as_i8(pair_mask), as_i8(pads[0]), as_i8(pads[1])), flags
-
+# %% ../nbs/05_kernels.ipynb #710725ac
 def _queries_forward(ctx, qs, k1, k2, v1, v2, masks, flags):
     "Forward of `normalize='queries'`: the output, and the weight sums `Σ_τ W_iτ` kept for the backward."
     B, G, nq, d = qs.shape
@@ -305,6 +296,17 @@ def _queries_backward(ctx, do):
     _triple_bwd_queries[(B,)](qs, k1, k2, v1, v2, go, delta, *masks, dq, dk1, dk2, dv1, dv2, nq, k1.shape[1], k2.shape[1], d, G, EPS,
                               **ctx.flags, **ctx.blk)
     return tuple(g.to(t.dtype) for g, t in zip((dq, dk1, dk2, dv1, dv2), (qs, k1, k2, v1, v2)))
+
+# %% ../nbs/05_kernels.ipynb #91ef21b9
+def _blocks(nq: int, n1: int, n2: int, d: int) -> dict:
+    p2 = lambda n, lo, hi: max(lo, min(hi, triton.next_power_of_2(n)))
+    return dict(BQ=p2(nq, 16, 64), BJ=p2(n1, 1, 4), BK=p2(n2, 16, 64), BD=p2(d, 16, 256))
+
+def _masks(qs, pair_mask, pads, causal: bool) -> tuple:
+    "The mask tensors (`int8`, or a placeholder) and their flags."
+    as_i8 = lambda m: qs.new_zeros(1, dtype=torch.int8) if m is None else m.to(device=qs.device, dtype=torch.int8).contiguous()
+    flags = dict(HAS_MASK=pair_mask is not None, HAS_PAD1=pads[0] is not None, HAS_PAD2=pads[1] is not None, CAUSAL=causal)
+    return (as_i8(pair_mask), as_i8(pads[0]), as_i8(pads[1])), flags
 
 class TripleAttentionTritonFn(torch.autograd.Function):
     "Fused 2-simplicial attention: `qs [B, G, n_q, d]` (scaled by `scale·log2 e`), keys and values `[B, n, d]`, `pair_mask [n_1, n_2]`, `pads` two bool `[B, n]` or None."
