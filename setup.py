@@ -29,6 +29,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['twa', 'twa.*']),
     include_package_data=True,
+    package_data={'twa': ['csrc/*.cpp']},   # the CPU kernel's C++ source, compiled on first use
     install_requires=reqs('requirements'),
     extras_require={'dev': reqs('dev_requirements'), 'gpu': reqs('gpu_requirements')},
     dependency_links=cfg.get('dep_links', '').split(),

@@ -26,7 +26,8 @@ import argparse, json, os, random, statistics, subprocess, sys, time
 import torch
 from common import interleaved_times, median_spread
 import torch.nn.functional as F
-from twa.attention import attention_flops, band_plan, band_steps, causal_pairs, pick_backend, standard_attention, triple_attention, triple_attention_ref
+from twa.attention import attention_flops, causal_pairs, pick_backend, standard_attention, triple_attention, triple_attention_ref
+from twa.windowed import band_plan, band_steps
 
 SIZES = (64, 256)                                                  # n_k of the standard size
 WINDOWED = dict(b=4, h=4, nq=1024, n=1024, d=64, window=(64, 16))

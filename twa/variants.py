@@ -40,7 +40,9 @@ def variant_config(variant: str, cfg: ModelConfig) -> ModelConfig:
     "`cfg` as variant `variant` builds it, validated."
     v = VARIANTS[variant]
     cfg = replace(cfg, attention=v.attention)
-    return (v.derive(cfg) if v.derive else cfg).validate()
+    cfg = (v.derive(cfg) if v.derive else cfg).validate()
+    ATTENTIONS[cfg.attention].check('queries' if cfg.competition else 'keys')    # the model's slot read asks for this normalization
+    return cfg
 
 # %% ../nbs/06_variants.ipynb #f6d58f2e
 def param_count(cfg: ModelConfig) -> int:
