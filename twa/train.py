@@ -307,7 +307,8 @@ def evaluate(self: Trainer, dataset, clips: int) -> dict[str, float]:
     self.model.eval()
     per_video = {}
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(min(clips, len(dataset)))),
-                                         batch_size=self.run.train.batch_size, collate_fn=collate, num_workers=self.run.train.num_workers)
+                                         batch_size=self.run.train.batch_size, collate_fn=collate, num_workers=self.run.train.num_workers,
+                                         generator=torch.Generator())   # draws nothing from the global RNG
     with torch.no_grad():
         for batch in loader:
             video = video_to(batch['video'], self.device)
@@ -360,7 +361,8 @@ def train_loop(self: Trainer) -> dict:
     self.write_eval(dict(status='running', step=self.start_step, config=self.config, code_version=code_version()))
     sampler = StepSampler(len(self.train_set), tc.batch_size, tc.seed, self.start_step, self.rank, self.world)
     loader = iter(torch.utils.data.DataLoader(self.train_set, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate,
-                                              num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, pin_memory=self.device.type == 'cuda'))
+                                              num_workers=tc.num_workers, persistent_workers=tc.num_workers > 0, pin_memory=self.device.type == 'cuda',
+                                              generator=torch.Generator().manual_seed(tc.seed)))   # its own seed: the global RNG (mask noise) stays the model's
     from torch.utils.tensorboard import SummaryWriter
     writer = SummaryWriter(str(self.run_dir)) if self.is_main else None
     bar = Progress(self.progress if self.is_main else 'off', self.run_dir.name, tc.steps, self.start_step)
