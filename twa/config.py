@@ -12,13 +12,13 @@ from .variants import VARIANTS, variant_config
 from .data import DATASETS
 
 # %% auto #0
-__all__ = ['FIXED_DATA_ARGS', 'PRESETS', 'TYPES', 'TrainConfig', 'dataset_options', 'DataConfig', 'Preset', 'RunConfig',
-           'setting_names', 'check_type', 'typed', 'run_config']
+__all__ = ['FIXED_DATA_ARGS', 'PRESETS', 'REPORTS_PRESET', 'TYPES', 'TrainConfig', 'dataset_options', 'DataConfig', 'Preset',
+           'run_name', 'RunConfig', 'setting_names', 'check_type', 'typed', 'run_config']
 
 # %% ../nbs/07_config.ipynb #45280597
 @dataclass(frozen=True)
 class TrainConfig:
-    run_dir: str = 'runs/run'
+    run_dir: str | None = None       # None: runs/<run_name(variant, preset, seed)>, as make train names it
     steps: int = 1500
     batch_size: int = 8
     lr: float = 1e-3
@@ -35,6 +35,7 @@ class TrainConfig:
     amp: bool | None = None          # None: bf16 autocast on CUDA, off on CPU
     skip_nonfinite: bool = False     # skip (and count) steps with a non-finite loss or gradient instead of stopping
     deterministic: bool = False      # torch.use_deterministic_algorithms (matters on CUDA; CPU runs repeat anyway)
+    threads: int | None = None       # PyTorch's CPU threads (twa.train.use_threads); None: OMP_NUM_THREADS, else this process's cores, at most 8
 
     @property
     def warmup_steps(self) -> int: return max(1, self.steps // 20) if self.warmup is None else self.warmup
@@ -45,6 +46,7 @@ class TrainConfig:
             if getattr(self, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ('lr', 'grad_clip'):
             if not getattr(self, name) > 0: raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1: raise ValueError(f"threads must be >= 1 (or None: one per core), got {self.threads}")
         if self.num_workers < 0 or self.weight_decay < 0: raise ValueError(f"num_workers and weight_decay must be >= 0, got {self.num_workers}, {self.weight_decay}")
         if self.warmup is not None and not 0 <= self.warmup < self.steps:
             raise ValueError(f"warmup={self.warmup} must be in [0, steps={self.steps}); lower it, or leave it unset (5% of steps)")
@@ -89,6 +91,13 @@ PRESETS = {
                                 token_layers=13, decoder_patch=8, decoder_hidden=256, decoder_layers=3),
                     TrainConfig(steps=100_000, batch_size=32, lr=4e-4, warmup=5_000, eval_every=5_000, ckpt_every=1_000)),
 }
+
+# %% ../nbs/07_config.ipynb #b6f21c71
+REPORTS_PRESET = 'cpu'     # the preset make reports trains at
+
+def run_name(variant: str, preset: str, seed: int) -> str:
+    "The name of a run's folder and report: `triple_s0` at the reports' preset, `triple_smoke_s0` at another."
+    return f"{variant}_s{seed}" if preset == REPORTS_PRESET else f"{variant}_{preset}_s{seed}"
 
 # %% ../nbs/07_config.ipynb #14e49776
 @dataclass(frozen=True)
@@ -138,5 +147,6 @@ def run_config(variant: str = 'standard', preset: str = 'cpu', **overrides) -> R
     base = PRESETS[preset]
     model = variant_config(variant, replace(base.model, **typed(ModelConfig, pick('model'), 'model')))
     train = replace(base.train, **typed(TrainConfig, pick('train'), 'train')).validate()
+    if train.run_dir is None: train = replace(train, run_dir=f"runs/{run_name(variant, preset, train.seed)}")
     data = DataConfig(**typed(DataConfig, pick('data'), 'data'), options=pick('dataset_options')).validate()
     return RunConfig(variant, preset, model, train, data)
