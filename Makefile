@@ -43,9 +43,11 @@ test: export-check
 PM := $(BIN)/papermill --no-progress-bar --log-output
 
 ## One run as a report notebook, progress in the terminal: make train ATTENTION=triple [SEED=1] [PRESET=smoke] [ARGS='-p steps 600']
-## Its run folder and report are named by twa.config.run_name (runs/triple_s0 and reports/train_triple_s0.ipynb at the cpu
-## preset, runs/triple_smoke_s0 and reports/train_triple_smoke_s0.ipynb at smoke). The report is written to a temporary name
-## and only a finished run replaces it; a run that stops leaves its notebook as reports/failed/, and the report as it was.
+## Run folder and report are named by twa.config.run_name, as twa-train names its run folder: runs/triple_cpu_s0 and
+## reports/train_triple_cpu_s0.ipynb at the cpu preset, runs/triple_smoke_s0 and reports/train_triple_smoke_s0.ipynb at smoke;
+## never a name of make reports (runs/<variant>_s<seed>).
+## The notebook runs under a temporary name; a finished run's report never replaces an existing one (it becomes
+## reports/train_<name>.2.ipynb, .3, ...), and a run that stops leaves its notebook in reports/failed/.
 ATTENTION ?= triple
 SEED      ?= 0
 PRESET    ?= cpu
@@ -53,9 +55,10 @@ NAME       = $(shell $(BIN)/python -c "from twa.config import run_name; print(ru
 train: install
 	@mkdir -p reports/failed; name=$(NAME); [ -n "$$name" ] || exit 1; tmp=reports/failed/.train_$$name.running.ipynb; \
 	if $(PM) nbs/train.ipynb $$tmp -p attention $(ATTENTION) -p seed $(SEED) -p preset $(PRESET) -p progress log $(ARGS); then \
-	  mv $$tmp reports/train_$$name.ipynb; echo "report: reports/train_$$name.ipynb"; \
+	  out=reports/train_$$name.ipynb; n=2; while [ -e $$out ]; do out=reports/train_$$name.$$n.ipynb; n=$$((n + 1)); done; \
+	  mv $$tmp $$out; echo "report: $$out"; \
 	else mv $$tmp reports/failed/train_$$name.ipynb 2>/dev/null; \
-	  echo "the run stopped: its notebook is reports/failed/train_$$name.ipynb; reports/train_$$name.ipynb, if any, is as it was" >&2; exit 1; fi
+	  echo "the run stopped: its notebook is reports/failed/train_$$name.ipynb (no report was replaced)" >&2; exit 1; fi
 
 ## The main job: a learning-rate sweep per variant, every variant x seed through papermill at its chosen rate, the comparison,
 ## then HTML copies without code. An interrupted `make reports` continues where it stopped (finished runs are read back, not
@@ -82,16 +85,16 @@ reports: install
 	$(BIN)/twa-sweep --variants $(VARIANTS) --lrs $(LRS) --preset $(PRESET) --fraction $(SWEEP) --out runs/sweep || exit 1; \
 	cp runs/sweep/lr_sweep.csv reports/lr_sweep.csv; \
 	$(CHECK_REUSE) || exit 1; \
-	for v in $(VARIANTS); do \
+	dirs=""; for v in $(VARIANTS); do \
 	  lr=$$($(BIN)/python -c "import json; print(json.load(open('runs/sweep/chosen.json'))['$$v'])"); \
 	  seeds="$(SEEDS)"; if [[ " $(ONE_SEED) " == *" $$v "* ]]; then seeds=$${seeds%% *}; fi; \
 	  for s in $$seeds; do \
-	    name=$$($(BIN)/python -c "from twa.config import run_name; print(run_name('$$v', '$(PRESET)', $$s))"); \
-	    echo "train runs/$$name (lr $$lr)"; \
+	    name=$$($(BIN)/python -c "from twa.config import report_run_name; print(report_run_name('$$v', $$s))"); \
+	    echo "train runs/$$name (lr $$lr)"; dirs="$$dirs runs/$$name"; \
 	    $(PM) nbs/train.ipynb reports/train_$$name.ipynb -p attention $$v -p seed $$s -p preset $(PRESET) -p lr $$lr \
-	      -p resume True -p progress log || exit 1; \
+	      -p run_dir runs/$$name -p resume True -p progress log || exit 1; \
 	  done; done; \
-	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob 'runs/*' -p preset $(PRESET) || exit 1; \
+	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob "$$dirs" -p preset $(PRESET) || exit 1; \
 	$(HTML) reports/*.ipynb --output-dir reports/html || exit 1; \
 	echo "reports: done in $$(( $$(date +%s) - start )) s"
 

@@ -23,6 +23,7 @@ BUSY = "while True: pass"
 
 def child(args):
     "Time `args.steps` training steps (after one warm-up step) in this process; print one JSON line."
+    policy = os.environ.get('OMP_WAIT_POLICY')         # as OpenMP reads it when PyTorch loads (twa.train sets it later, too late to matter)
     import torch
     from twa.config import run_config
     from twa.data import ShapesDataset, collate
@@ -38,7 +39,7 @@ def child(args):
     step()
     while len(times) < args.steps and time.perf_counter() - start < args.budget:
         t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
-    print(json.dumps(dict(threads=threads, policy=os.environ.get('OMP_WAIT_POLICY'), step_s=statistics.median(times), steps=len(times))))
+    print(json.dumps(dict(threads=threads, policy=policy, step_s=statistics.median(times), steps=len(times))))
 
 
 def measure(case: str, args, busy: int) -> dict:
@@ -73,11 +74,17 @@ def main(argv=None):
     cores = len(os.sched_getaffinity(0))
     print(f"{args.attention} at the {args.preset} preset, {cores} cores, {args.busy} competing busy process(es); "
           f"load average {os.getloadavg()[0]:.1f} before the first case (other jobs make 'alone' slower too)")
-    print(f"{'case':<16} {'threads':>7} {'wait policy':>11} {'alone s/step':>12} {'busy s/step':>11} {'slowdown':>8}")
+    rows = []
     for case in args.cases:
         alone, busy = measure(case, args, 0), measure(case, args, args.busy)
+        rows.append((case, alone, busy))
+        print(f"measured {case}: {alone['step_s']:.3f} s/step alone, {busy['step_s']:.3f} next to the busy process(es)", flush=True)
+    best = min(alone['step_s'] for _, alone, _ in rows)
+    print(f"\n{'case':<16} {'threads':>7} {'wait policy':>11} {'alone s/step':>12} {'busy s/step':>11} {'slowdown':>8} {'vs best alone':>13}")
+    for case, alone, busy in rows:
         print(f"{case:<16} {alone['threads']:>7} {alone['policy'] or 'default':>11} {alone['step_s']:>12.3f} {busy['step_s']:>11.3f} "
-              f"{busy['step_s'] / alone['step_s']:>7.1f}x" + (f"  ({busy['steps']} steps in the budget)" if busy['steps'] < args.steps else ''), flush=True)
+              f"{busy['step_s'] / alone['step_s']:>7.1f}x {busy['step_s'] / best:>12.1f}x" + (f"  ({busy['steps']} steps in the budget)" if busy['steps'] < args.steps else ''))
+    print("slowdown: busy over alone, the same case; vs best alone: busy over the fastest case alone (what a user waits, compared with a good setup)")
 
 
 if __name__ == '__main__':

@@ -24,10 +24,10 @@ QUALITY = ('mse', 'psnr', 'ssim', 'fg_ari', 'mbo')          # test metrics, in r
 HIGHER_IS_BETTER = dict(mse=False, psnr=True, ssim=True, fg_ari=True, mbo=True)
 
 def load_runs(runs_glob: str, preset: str | None = None) -> tuple[list[dict], list[str]]:
-    "Finished runs under `runs_glob` (at `preset`, if given) as dicts with dir, variant, seed, config, eval, log; and notes on the folders left out. A damaged run file is named by its path."
+    "Finished runs in the folders `runs_glob` matches (one glob, or several separated by spaces), at `preset` if given, as dicts with dir, variant, seed, config, eval, log; and notes on the folders left out. A damaged run file is named by its path."
     from twa.train import read_json
     runs, notes = [], []
-    for d in sorted(map(Path, glob.glob(runs_glob))):
+    for d in sorted({Path(p) for pattern in runs_glob.split() for p in glob.glob(pattern)}):
         f = d / 'eval.json'
         if not f.is_file(): continue
         ev = read_json(f)

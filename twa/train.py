@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from fastcore.basics import patch
-from .config import RunConfig, TrainConfig, run_config, run_name
+from .config import RunConfig, TrainConfig, run_config, report_run_name
 from .data import SPLITS, make_dataset, collate, video_to
 from .model import ModelConfig, SlotBasedVideoModel, num_params, count_flops, reconstruction_loss
 from .metrics import video_metrics, summarize, baseline_metrics
@@ -163,7 +163,8 @@ def use_threads(threads: int | None = None, warn: bool = True, busy: float | Non
         warnings.warn(f"this machine is busy: other processes keep about {busy:.1f} of its {cores} cores busy, and this run adds {n} "
                       f"thread{'s' * (n != 1)}. Each step waits for its slowest thread, so it can run several times slower than alone"
                       + ('' if policy == 'PASSIVE' else f" (and much slower with OMP_WAIT_POLICY={policy or 'unset'}: set OMP_WAIT_POLICY=PASSIVE before Python starts)")
-                      + f". Give it fewer threads: threads={max(1, int(cores - busy))} (`--threads`, `-p threads`), or wait for the other jobs", stacklevel=2)
+                      + (f". Give it fewer threads: threads={max(1, int(cores - busy))} (`--threads`, `-p threads`), or wait for the other jobs" if n > 1
+                         else ". It runs on one thread already: expect slower steps, or wait for the other jobs"), stacklevel=2)
     return n
 
 # %% ../nbs/04_train.ipynb #81f7d92a
@@ -509,7 +510,7 @@ def finish(self: Trainer, status: str, step: int, error: str | None, writer) -> 
         if result['status'] == 'finished':
             writer.add_hparams(flat_settings(self.config), {f'test/{k}': v for k, v in result['test'].items()}, run_name='hparams')
         writer.close()
-    if status in ('failed', 'diverged'): raise FloatingPointError(error)
+    if result['status'] in ('failed', 'diverged'): raise FloatingPointError(result['error'])
     return result
 
 # %% ../nbs/04_train.ipynb #31b21ea9
@@ -569,7 +570,7 @@ def literal(text: str):
         except ValueError: pass
     return text
 
-DEFAULT_NOTES = {'run_dir': "runs/<variant>_s<seed>, or runs/<variant>_<preset>_s<seed> at a preset other than cpu",
+DEFAULT_NOTES = {'run_dir': "runs/<variant>_<preset>_s<seed>",
                  'threads': "OMP_NUM_THREADS if set, else this process's cores, at most 8", 'warmup': '5% of steps',
                  'amp': 'bf16 autocast on CUDA, off on CPU'}
 
@@ -602,12 +603,13 @@ def setting_parser(prog: str, description: str, argv=None) -> argparse.ArgumentP
     options = {}
     for name in sorted(DATASETS):
         for opt, default in dataset_options(name).items(): options.setdefault(opt, []).append((name, default))
-    for opt, where in sorted(options.items()):
-        add_flag(data, opt, 'value', where[0][1], note=f"option of {', '.join(n for n, _ in where)}; ")
+    for opt, where in sorted(options.items()):                     # values, so that `--strict false` reads as the shell user means
+        kind = DATASETS[where[0][0]].types[opt].replace('bool', 'true|false')
+        add_flag(data, opt, kind, where[0][1], note=f"option of {', '.join(n for n, _ in where)}; ")
     return ap
 
 def train_cli(argv=None):
-    "Train one run: `twa-train --attention triple --preset cpu --steps 300 --run-dir runs/triple_s0`."
+    "Train one run: `twa-train --attention triple --preset cpu --steps 300` (into runs/triple_cpu_s0)."
     argv = sys.argv[1:] if argv is None else argv
     ap = setting_parser('twa-train', train_cli.__doc__ + ' Exit status: 0 finished; 1 failed or diverged; 130 after SIGINT, 143 after SIGTERM '
                         '(interrupted: a checkpoint was written, --resume continues).', argv)
@@ -626,7 +628,7 @@ def train_cli(argv=None):
     if args['rank_weights']:
         Path(args['rank_weights']).mkdir(parents=True, exist_ok=True)
         torch.save(trainer.model.state_dict(), Path(args['rank_weights']) / f'rank{trainer.rank}.pt')
-    if trainer.is_main: print(json.dumps({k: result.get(k) for k in ('status', 'step', 'test')}, default=str))
+    if trainer.is_main: print(json.dumps(json_safe({k: result.get(k) for k in ('status', 'step', 'test')}), allow_nan=False, default=str))
     if dist.is_initialized(): dist.destroy_process_group()
     if result['status'] == 'interrupted':
         print(f"twa-train: {result['error']}", file=sys.stderr); sys.exit(128 + trainer.signal)
@@ -692,7 +694,7 @@ def check_reuse(variants, seeds, one_seed=(), preset: str = 'cpu', lrs=(), fract
     plan = [(run, True) for run in sweep_runs(variants, lrs, preset, fraction, f"{root}/sweep")] if lrs else []
     for v in variants:
         for s in (list(seeds)[:1] if v in one_seed else seeds):
-            plan.append((run_config(v, preset, seed=int(s), lr=float((chosen or {}).get(v, 1e-3)), run_dir=f"{root}/{run_name(v, preset, int(s))}"), v in (chosen or {})))
+            plan.append((run_config(v, preset, seed=int(s), lr=float((chosen or {}).get(v, 1e-3)), run_dir=f"{root}/{report_run_name(v, int(s))}"), v in (chosen or {})))
     now, problems = code_version(), []
     for run, lr_known in plan:
         d = Path(run.train.run_dir)
