@@ -24,8 +24,8 @@ __all__ = ['MAX_THREADS', 'CKPT_GLOB', 'PROGRESS', 'DETERMINISTIC_COLUMNS', 'DEF
            'busy_cores', 'default_threads', 'use_threads', 'UnsafeCheckpointError', 'NotACheckpointError', 'rng_state',
            'set_rng_state', 'load_checkpoint', 'Trainer', 'run_settings', 'config_diff', 'json_safe', 'parent_command',
            'resolve_progress', 'duration', 'Progress', 'flat_settings', 'Terminated', 'stop_on_sigterm', 'same_log',
-           'load_trained', 'literal', 'add_flag', 'setting_parser', 'train_cli', 'sweep_runs', 'sweep_lr', 'sweep_cli',
-           'read_json', 'recorded_settings', 'check_reuse']
+           'read_json', 'load_trained', 'literal', 'add_flag', 'setting_parser', 'train_cli', 'sweep_runs', 'sweep_lr',
+           'sweep_cli', 'recorded_settings', 'check_reuse']
 
 # %% ../nbs/04_train.ipynb #0018183b
 def lr_factor(step: int, warmup: int, steps: int) -> float:
@@ -545,12 +545,19 @@ def same_log(a, b) -> bool:
     return list(a.columns) == list(b.columns) and a[cols].equals(b[cols])
 
 # %% ../nbs/04_train.ipynb #b0b5b9f1
+def read_json(path) -> dict:
+    "A run's JSON file; one that is not valid JSON raises a `ValueError` naming the file and what to do."
+    try: return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): the file is damaged (a run killed while writing it, or edited by hand). "
+                         f"Move its run folder {Path(path).parent} away (or delete it) and train it again") from None
+
 def load_trained(run_dir) -> tuple[SlotBasedVideoModel, dict]:
     "The model of a run (in eval mode, on CPU) and the run's config."
     run_dir = Path(run_dir)
     if (run_dir / 'model.safetensors').is_file() and (run_dir / 'config.json').is_file():
         from safetensors.torch import load_file
-        config = json.loads((run_dir / 'config.json').read_text())
+        config = read_json(run_dir / 'config.json')
         weights = load_file(str(run_dir / 'model.safetensors'))
     else:
         files = sorted(run_dir.glob(CKPT_GLOB), reverse=True)
@@ -675,13 +682,6 @@ def sweep_cli(argv=None):
     print(table.to_string(index=False)); print(json.dumps(chosen))
 
 # %% ../nbs/04_train.ipynb #76f6f99a
-def read_json(path) -> dict:
-    "A run's JSON file; one that is not valid JSON raises a `ValueError` naming the file and what to do."
-    try: return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): the file is damaged (a run killed while writing it, or edited by hand). "
-                         f"Move its run folder {Path(path).parent} away (or delete it) and train it again") from None
-
 def recorded_settings(run_dir) -> dict | None:
     "The settings a run folder records (its `eval.json`, else its newest checkpoint), or None if it holds neither."
     run_dir = Path(run_dir)
