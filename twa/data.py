@@ -638,6 +638,7 @@ def parse_option(name: str, value, kind: str):
     what = dict(bool='true or false (or 1, 0)', int='a whole number', float='a finite number', str='a string')[base]
     raise ValueError(f"option {name} must be {what}{' or None' if optional else ''}, got {value!r}")
 
+# %% ../nbs/01_data.ipynb #ddb55656
 @dataclass(frozen=True)
 class DatasetSpec:
     "A dataset as every entry point sees it: its class, whether it reads `data_dir`, and the type of each keyword option."

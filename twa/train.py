@@ -615,6 +615,7 @@ def setting_parser(prog: str, description: str, argv=None) -> argparse.ArgumentP
         add_flag(data, opt, kind, where[0][1], note=f"option of {', '.join(n for n, _ in where)}; ")
     return ap
 
+# %% ../nbs/04_train.ipynb #435673c8
 def train_cli(argv=None):
     "Train one run: `twa-train --attention triple --preset cpu --steps 300` (into runs/triple_cpu_s0)."
     argv = sys.argv[1:] if argv is None else argv
