@@ -238,12 +238,15 @@ def test_interrupted_runs_exit_non_zero_and_say_so(sig, code, tmp_path):
     "Ctrl-C or SIGTERM: a checkpoint, status `interrupted` in eval.json, exit 128 + signal."
     d = tmp_path / 'run'
     p = subprocess.Popen([str(BIN / 'twa-train'), *SMOKE, '--run-dir', str(d), '--steps', '100000', '--eval-every', '100000'],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # a background shell ignores SIGINT; a terminal does not
     for _ in range(1200):                                  # until it trains: its first checkpoint writes metrics.parquet
         if (d / 'metrics.parquet').exists() or p.poll() is not None: break
         time.sleep(0.1)
     p.send_signal(sig)
-    out, err = p.communicate(timeout=120)
+    try: out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
     assert p.returncode == code, err[-2000:]
     ev = strict_json(d / 'eval.json')
     assert ev['status'] == 'interrupted' and f"stopped by {signal.Signals(sig).name}" in ev['error'] and 'twa-train: stopped by' in err
