@@ -4,6 +4,9 @@ BIN    := $(VENV)/bin
 # The CPU build that lies on these machines' disk; a bare `torch` could pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 SHELL  := /bin/bash
+# OpenMP reads this once, when PyTorch loads: waiting threads sleep instead of spinning, so a busy machine costs a run
+# a fair share of its cores rather than most of its speed (bench/load.py; threads: twa.train.use_threads).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test export-check readme lab train reports clean
 
@@ -40,12 +43,22 @@ test: export-check
 PM := $(BIN)/papermill --no-progress-bar --log-output
 
 ## One run as a report notebook, progress in the terminal: make train ATTENTION=triple [SEED=1] [PRESET=smoke] [ARGS='-p steps 600']
+## Run folder and report are named by twa.config.run_name, as twa-train names its run folder: runs/triple_cpu_s0 and
+## reports/train_triple_cpu_s0.ipynb at the cpu preset, runs/triple_smoke_s0 and reports/train_triple_smoke_s0.ipynb at smoke;
+## never a name of make reports (runs/<variant>_s<seed>).
+## The notebook runs under a temporary name; a finished run's report never replaces an existing one (it becomes
+## reports/train_<name>.2.ipynb, .3, ...), and a run that stops leaves its notebook in reports/failed/.
 ATTENTION ?= triple
 SEED      ?= 0
 PRESET    ?= cpu
+NAME       = $(shell $(BIN)/python -c "from twa.config import run_name; print(run_name('$(ATTENTION)', '$(PRESET)', $(SEED)))")
 train: install
-	@mkdir -p reports
-	$(PM) nbs/train.ipynb reports/train_$(ATTENTION)_s$(SEED).ipynb -p attention $(ATTENTION) -p seed $(SEED) -p preset $(PRESET) -p progress log $(ARGS)
+	@mkdir -p reports/failed; name=$(NAME); [ -n "$$name" ] || exit 1; tmp=reports/failed/.train_$$name.running.ipynb; \
+	if $(PM) nbs/train.ipynb $$tmp -p attention $(ATTENTION) -p seed $(SEED) -p preset $(PRESET) -p progress log $(ARGS); then \
+	  out=reports/train_$$name.ipynb; n=2; while [ -e $$out ]; do out=reports/train_$$name.$$n.ipynb; n=$$((n + 1)); done; \
+	  mv $$tmp $$out; echo "report: $$out"; \
+	else mv $$tmp reports/failed/train_$$name.ipynb 2>/dev/null; \
+	  echo "the run stopped: its notebook is reports/failed/train_$$name.ipynb (no report was replaced)" >&2; exit 1; fi
 
 ## The main job: a learning-rate sweep per variant, every variant x seed through papermill at its chosen rate, the comparison,
 ## then HTML copies without code. An interrupted `make reports` continues where it stopped (finished runs are read back, not
@@ -56,22 +69,33 @@ ONE_SEED ?= concat
 LRS      ?= 5e-4 1e-3 2e-3
 SWEEP    ?= 0.25
 
+## Every run folder make reports will reuse, checked against the settings and code it would run now (twa.train.check_reuse);
+## after the sweep, the learning rates it chose are checked too.
+CHECK_REUSE = $(BIN)/python -c "import json, os, sys; from twa.train import check_reuse; \
+  chosen = json.load(open('runs/sweep/chosen.json')) if os.path.exists('runs/sweep/chosen.json') else None; \
+  sys.exit(check_reuse('$(VARIANTS)'.split(), '$(SEEDS)'.split(), '$(ONE_SEED)'.split(), '$(PRESET)', [float(x) for x in '$(LRS)'.split()], $(SWEEP), 'runs', chosen))"
+## HTML without code; a train report's progress lines (its cell tagged `progress`) stay in the notebook only.
+HTML = $(BIN)/jupyter nbconvert --log-level=ERROR --to html --no-input --TagRemovePreprocessor.enabled=True \
+  --TagRemovePreprocessor.remove_all_outputs_tags=progress
+
 reports: install
 	@mkdir -p reports runs; start=$$(date +%s); \
-	$(BIN)/python -c "import sys; from twa.train import check_runs; sys.exit(check_runs('runs/*', 'runs/sweep/*'))" || exit 1; \
+	$(CHECK_REUSE) || exit 1; \
 	echo "sweep: $(VARIANTS) at lr $(LRS), $(SWEEP) of the $(PRESET) preset's steps"; \
 	$(BIN)/twa-sweep --variants $(VARIANTS) --lrs $(LRS) --preset $(PRESET) --fraction $(SWEEP) --out runs/sweep || exit 1; \
 	cp runs/sweep/lr_sweep.csv reports/lr_sweep.csv; \
-	for v in $(VARIANTS); do \
+	$(CHECK_REUSE) || exit 1; \
+	dirs=""; for v in $(VARIANTS); do \
 	  lr=$$($(BIN)/python -c "import json; print(json.load(open('runs/sweep/chosen.json'))['$$v'])"); \
 	  seeds="$(SEEDS)"; if [[ " $(ONE_SEED) " == *" $$v "* ]]; then seeds=$${seeds%% *}; fi; \
 	  for s in $$seeds; do \
-	    echo "train runs/$${v}_s$$s (lr $$lr)"; \
-	    $(PM) nbs/train.ipynb reports/train_$${v}_s$$s.ipynb -p attention $$v -p seed $$s -p preset $(PRESET) -p lr $$lr \
-	      -p run_dir runs/$${v}_s$$s -p resume True -p progress log || exit 1; \
+	    name=$$($(BIN)/python -c "from twa.config import report_run_name; print(report_run_name('$$v', $$s))"); \
+	    echo "train runs/$$name (lr $$lr)"; dirs="$$dirs runs/$$name"; \
+	    $(PM) nbs/train.ipynb reports/train_$$name.ipynb -p attention $$v -p seed $$s -p preset $(PRESET) -p lr $$lr \
+	      -p run_dir runs/$$name -p resume True -p progress log || exit 1; \
 	  done; done; \
-	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob 'runs/*' || exit 1; \
-	$(BIN)/jupyter nbconvert --log-level=ERROR --to html --no-input reports/*.ipynb --output-dir reports/html || exit 1; \
+	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob "$$dirs" -p preset $(PRESET) || exit 1; \
+	$(HTML) reports/*.ipynb --output-dir reports/html || exit 1; \
 	echo "reports: done in $$(( $$(date +%s) - start )) s"
 
 ## JupyterLab on the repository root (nbs/ and reports/), bound to localhost with its token; as root it needs --allow-root.

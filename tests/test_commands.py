@@ -64,29 +64,36 @@ def test_readme_names_the_commands():
 def test_make_train_as_written(repo):
     cmd = next(c for c in readme_commands() if c.startswith('make train'))
     out = run(smoke(cmd), repo)
-    assert re.search(r'triple_s0: step 4/4 \(100%\), loss [\d.]+, [\d.]+ clips/s, \dm\d\ds elapsed, ETA 0m00s', out.stdout + out.stderr)
-    report = repo / 'reports' / 'train_triple_s0.ipynb'
+    assert re.search(r'triple_smoke_s0: step 4/4 \(100%\), loss [\d.]+, [\d.]+ clips/s, \dm\d\ds elapsed, ETA 0m00s', out.stdout + out.stderr)
+    report = repo / 'reports' / 'train_triple_smoke_s0.ipynb'                  # the smoke preset's own names
+    assert (repo / 'runs' / 'triple_smoke_s0' / 'eval.json').exists() and not (repo / 'reports' / 'train_triple_s0.ipynb').exists()
     lines = progress_lines(report)
-    assert 1 <= len(lines) <= 12 and lines[-1].startswith('triple_s0: step 4/4 (100%)')          # a compact record
+    assert 1 <= len(lines) <= 12 and lines[-1].startswith('triple_smoke_s0: step 4/4 (100%)')    # a compact record
     assert 'application/vnd.jupyter.widget-view+json' not in report.read_text()                  # no frozen widget
+    before = report.read_bytes()
+    again = subprocess.run(['bash', '-c', smoke(cmd)], cwd=repo, capture_output=True, text=True, env=environment(repo))
+    assert again.returncode != 0 and 'no report was replaced' in again.stderr                      # the run folder is taken
+    assert report.read_bytes() == before and (repo / 'reports' / 'failed' / 'train_triple_smoke_s0.ipynb').exists()
+    out = run(smoke(cmd) + " ARGS='-p resume True'", repo)                                        # re-reported under a new name
+    assert 'report: reports/train_triple_smoke_s0.2.ipynb' in out.stdout and report.read_bytes() == before
 
 
 def test_papermill_as_written(repo):
-    cmd = next(c for c in readme_commands() if c.startswith('.venv/bin/papermill nbs/train.ipynb reports/train_triple.ipynb'))
-    shutil.rmtree(repo / 'runs', ignore_errors=True)                   # the README's make train wrote the same run folder
-    run(smoke(cmd), repo)
-    nb = (repo / 'reports' / 'train_triple.ipynb').read_text()
+    cmd = next(c for c in readme_commands() if c.startswith('.venv/bin/papermill nbs/train.ipynb reports/train_triple_mine.ipynb'))
+    run(smoke(cmd), repo)                                               # after the README's make train: no collision
+    nb = (repo / 'reports' / 'train_triple_mine.ipynb').read_text()
     assert 'image/gif' in nb and 'baseline_background' in nb
 
 
 def test_make_reports_as_written(repo):
     cmd = next(c for c in readme_commands() if c.startswith('make reports')) + " SEEDS='0 1' LRS='1e-3 3e-3'"
-    shutil.rmtree(repo / 'runs', ignore_errors=True)
-    run(".venv/bin/papermill nbs/train.ipynb other.ipynb -p attention triple -p preset smoke -p lr 0.01", repo)   # a run of other settings
+    run(".venv/bin/papermill nbs/train.ipynb other.ipynb -p attention standard -p preset smoke -p seed 1 -p steps 2 -p run_dir runs/standard_s1", repo)
     refused = subprocess.run(['bash', '-c', smoke(cmd)], cwd=repo, capture_output=True, text=True, env=environment(repo))
-    assert refused.returncode != 0 and 'written by another configuration (train.lr: 0.01 ->' in refused.stdout + refused.stderr
-    shutil.rmtree(repo / 'runs')
-    out = run(smoke(cmd), repo)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and 'refusing to reuse runs/standard_s1: it records other settings (train.steps: 2 -> 4)' in said, said[-3000:]
+    assert 'mv runs/standard_s1 runs/standard_s1.old' in said and 'sweep:' not in said                        # in its first seconds
+    shutil.rmtree(repo / 'runs' / 'standard_s1')
+    out = run(smoke(cmd), repo)                                          # next to the README's earlier runs, which it leaves alone
     assert 'reports: done in' in out.stdout
     summary = pd.read_csv(repo / 'reports' / 'summary.csv')
     assert set(summary.variant) >= {'standard', 'triple', 'baseline_mean', 'baseline_background'}
@@ -98,6 +105,12 @@ def test_make_reports_as_written(repo):
     assert 'hl-ipython3' not in html                                                             # no code cell in the HTML
     answers, first_figure = html.index('Does triple-wise attention reconstruct better?'), html.index('<img')
     assert answers < first_figure                                                                # the answers come first
+    short, method = html.index('1. Quality:'), html.index('How the runs were made')
+    assert short < html.index('2. Efficiency:') < html.index('3. Cost:') < answers < method      # one line each, then details, then the method
+    for page in (repo / 'reports' / 'html').glob('*.html'):
+        assert not re.search(r'>\s*(NaN|nan)\s*<', page.read_text()), page                    # missing values read "—"
+    train_html = (repo / 'reports' / 'html' / 'train_triple_s0.html').read_text()
+    assert train_html.index('baseline_background') < train_html.index('id="Settings"') and 'triple_s0: step' not in train_html
     rerun = run(smoke(cmd), repo)                                                                # finished runs are read back
     assert 'reports: done in' in rerun.stdout
 

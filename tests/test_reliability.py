@@ -116,7 +116,7 @@ def test_disk_full_is_clear_and_loses_nothing(tmp_path):
             torch.save = full
         super().save_checkpoint(step)"""
     out = run_script(KILLER.format(run_dir=str(d), ckpt_every=2, body=body))
-    assert out.returncode == 1 and 'No space left on device' in out.stderr
+    assert out.returncode == 1 and f"No space left on device while writing {d / 'ckpt_00000004.pt'}" in out.stderr
     assert [p.name for p in d.iterdir() if p.name.endswith('.tmp')] == []          # the temporary file was removed
     assert torch.load(d / 'ckpt_00000002.pt', weights_only=True)['step'] == 2
     assert len(pd.read_parquet(d / 'metrics.parquet')) == 2
@@ -225,3 +225,54 @@ def test_rerunning_a_papermill_run_speaks_papermill(tmp_path):
     after = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if not p.name.startswith('events')}
     assert after == {k: v for k, v in before.items() if not k.startswith('events')}   # a finished run's facts stay as they were
     assert len(list(run.glob('events*'))) == 1                                          # and no new, empty event file
+
+
+def strict_json(path):
+    "A file's JSON, refusing NaN and infinities as the JSON standard does."
+    def refuse(name): raise ValueError(f"{path} holds {name}, which is not JSON")
+    return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize('sig, code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_runs_exit_non_zero_and_say_so(sig, code, tmp_path):
+    "Ctrl-C or SIGTERM: a checkpoint, status `interrupted` in eval.json, exit 128 + signal."
+    d = tmp_path / 'run'
+    p = subprocess.Popen([str(BIN / 'twa-train'), *SMOKE, '--run-dir', str(d), '--steps', '100000', '--eval-every', '100000'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # a background shell ignores SIGINT; a terminal does not
+    for _ in range(1200):                                  # until it trains: its first checkpoint writes metrics.parquet
+        if (d / 'metrics.parquet').exists() or p.poll() is not None: break
+        time.sleep(0.1)
+    p.send_signal(sig)
+    try: out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+    assert p.returncode == code, err[-2000:]
+    ev = strict_json(d / 'eval.json')
+    assert ev['status'] == 'interrupted' and f"stopped by {signal.Signals(sig).name}" in ev['error'] and 'twa-train: stopped by' in err
+    assert (d / f"ckpt_{ev['step']:08d}.pt").exists() and not (d / 'lock').exists()
+
+
+def test_diverged_run_exits_non_zero_with_valid_json(tmp_path):
+    "The issue's recipe: almost every step skipped as non-finite; the test metrics are not finite, so the run is `diverged`."
+    d = tmp_path / 'run'
+    out = train(d, '--lr', '1e30', '--grad-clip', '1e30', '--steps', '8', '--skip-nonfinite', check=False)
+    ev = strict_json(d / 'eval.json')
+    assert out.returncode == 1 and ev['status'] == 'diverged' and 'the model diverged' in out.stderr, out.stderr[-2000:]
+    assert any(v is None for v in ev['test'].values())
+
+
+def test_not_a_checkpoint_has_no_unsafe_hint(tmp_path):
+    "A checkpoint of random bytes is named as not a checkpoint, without PyTorch's advice to load it unsafely."
+    d = tmp_path / 'run'
+    d.mkdir()
+    (d / 'ckpt_00000002.pt').write_bytes(np.random.default_rng(0).bytes(5000))
+    out = train(d, '--resume', check=False)
+    assert out.returncode != 0 and 'is not a checkpoint: not the zip archive torch.save writes' in out.stderr, out.stderr[-2000:]
+    assert 'weights_only' not in out.stderr
+
+
+def test_help_shows_the_presets_defaults():
+    out = subprocess.run([str(BIN / 'twa-train'), '--preset', 'smoke', '--help'], capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0 and '(default: None)' not in out.stdout
+    assert 'defaults of the smoke preset' in out.stdout and 'default 4' in out.stdout and "--strict TRUE|FALSE" in out.stdout

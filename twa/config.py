@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_config.ipynb #eecd7cab
 from __future__ import annotations
-import argparse, inspect, json, os
+import argparse, json, os
 from dataclasses import dataclass, asdict, field, fields, replace
 from typing import Any
 from .model import ModelConfig
@@ -12,13 +12,13 @@ from .variants import VARIANTS, variant_config
 from .data import DATASETS
 
 # %% auto #0
-__all__ = ['FIXED_DATA_ARGS', 'PRESETS', 'TYPES', 'TrainConfig', 'dataset_options', 'DataConfig', 'Preset', 'RunConfig',
-           'setting_names', 'check_type', 'typed', 'run_config']
+__all__ = ['PRESETS', 'TYPES', 'TrainConfig', 'dataset_options', 'DataConfig', 'Preset', 'run_name', 'report_run_name',
+           'RunConfig', 'setting_names', 'check_type', 'typed', 'run_config']
 
 # %% ../nbs/07_config.ipynb #45280597
 @dataclass(frozen=True)
 class TrainConfig:
-    run_dir: str = 'runs/run'
+    run_dir: str | None = None       # None: runs/<run_name(variant, preset, seed)>, e.g. runs/triple_cpu_s0, as make train names it
     steps: int = 1500
     batch_size: int = 8
     lr: float = 1e-3
@@ -35,6 +35,7 @@ class TrainConfig:
     amp: bool | None = None          # None: bf16 autocast on CUDA, off on CPU
     skip_nonfinite: bool = False     # skip (and count) steps with a non-finite loss or gradient instead of stopping
     deterministic: bool = False      # torch.use_deterministic_algorithms (matters on CUDA; CPU runs repeat anyway)
+    threads: int | None = None       # PyTorch's CPU threads (twa.train.use_threads); None: OMP_NUM_THREADS, else this process's cores, at most 8
 
     @property
     def warmup_steps(self) -> int: return max(1, self.steps // 20) if self.warmup is None else self.warmup
@@ -45,19 +46,17 @@ class TrainConfig:
             if getattr(self, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ('lr', 'grad_clip'):
             if not getattr(self, name) > 0: raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1: raise ValueError(f"threads must be >= 1 (or None: one per core), got {self.threads}")
         if self.num_workers < 0 or self.weight_decay < 0: raise ValueError(f"num_workers and weight_decay must be >= 0, got {self.num_workers}, {self.weight_decay}")
         if self.warmup is not None and not 0 <= self.warmup < self.steps:
             raise ValueError(f"warmup={self.warmup} must be in [0, steps={self.steps}); lower it, or leave it unset (5% of steps)")
         return self
 
 # %% ../nbs/07_config.ipynb #3b7bbcc1
-FIXED_DATA_ARGS = ('self', 'data_dir', 'split', 'num_frames', 'size', 'seed')   # set by the run, not options
-
 def dataset_options(dataset: str) -> dict[str, Any]:
-    "Keyword options of `dataset`'s class and their defaults."
+    "Keyword options of `dataset` (its registration in `twa.data.DATASETS`) and their defaults."
     if dataset not in DATASETS: raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
-    params = inspect.signature(DATASETS[dataset].__init__).parameters.values()
-    return {p.name: p.default for p in params if p.name not in FIXED_DATA_ARGS and p.kind is p.POSITIONAL_OR_KEYWORD}
+    return DATASETS[dataset].defaults()
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -67,11 +66,11 @@ class DataConfig:
 
     def validate(self) -> 'DataConfig':
         "Raise a `ValueError` naming the first impossible setting; return `self`."
-        known = dataset_options(self.dataset)
-        if self.dataset != 'shapes' and (self.data_dir is None or not os.path.isdir(self.data_dir)):
+        if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
+        spec = DATASETS[self.dataset]
+        if spec.needs_data_dir and (self.data_dir is None or not os.path.isdir(self.data_dir)):
             raise ValueError(f"dataset {self.dataset!r} needs data_dir, a folder that exists; got {self.data_dir!r}")
-        unknown = sorted(set(self.options) - set(known))
-        if unknown: raise ValueError(f"unknown option(s) {unknown} for dataset {self.dataset!r}; valid: {sorted(known)}")
+        if spec.parse(self.options) != self.options: raise ValueError(f"options {self.options} of dataset {self.dataset!r} are not typed: build them with run_config")
         return self
 
 # %% ../nbs/07_config.ipynb #8ba938dc
@@ -90,6 +89,15 @@ PRESETS = {
                     TrainConfig(steps=100_000, batch_size=32, lr=4e-4, warmup=5_000, eval_every=5_000, ckpt_every=1_000)),
 }
 
+# %% ../nbs/07_config.ipynb #b6f21c71
+def run_name(variant: str, preset: str, seed: int) -> str:
+    "The name of a run's folder (under `runs/`) and of `make train`'s report: `triple_cpu_s0`, `triple_smoke_s0`."
+    return f"{variant}_{preset}_s{seed}"
+
+def report_run_name(variant: str, seed: int) -> str:
+    "The name of a run `make reports` makes (its folder under `runs/`, its report `reports/train_<name>.ipynb`): `triple_s0`."
+    return f"{variant}_s{seed}"
+
 # %% ../nbs/07_config.ipynb #14e49776
 @dataclass(frozen=True)
 class RunConfig:
@@ -105,7 +113,7 @@ class RunConfig:
     def from_dict(cls, d: dict) -> 'RunConfig':
         return cls(d['variant'], d['preset'], ModelConfig(**d['model']), TrainConfig(**d['train']), DataConfig(**d['data']))   # run_dir may be absent
 
-def setting_names(dataset: str = 'shapes') -> dict[str, list[str]]:
+def setting_names(dataset: str = DataConfig.dataset) -> dict[str, list[str]]:
     "The names `run_config` accepts, by where they go."
     return dict(model=[f.name for f in fields(ModelConfig) if f.name != 'attention'], train=[f.name for f in fields(TrainConfig)],
                 data=['dataset', 'data_dir'], dataset_options=sorted(dataset_options(dataset)))
@@ -130,7 +138,7 @@ def run_config(variant: str = 'standard', preset: str = 'cpu', **overrides) -> R
     "The run of `variant` at `preset` with `overrides`, each routed by name to the model, training or data settings."
     if variant not in VARIANTS: raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
-    names = setting_names(overrides.get('dataset', 'shapes'))
+    names = setting_names(overrides.get('dataset', DataConfig.dataset))
     unknown = sorted(set(overrides) - {n for group in names.values() for n in group})
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}; valid names: " + '; '.join(f"{k}: {', '.join(v)}" for k, v in names.items()))
@@ -138,5 +146,7 @@ def run_config(variant: str = 'standard', preset: str = 'cpu', **overrides) -> R
     base = PRESETS[preset]
     model = variant_config(variant, replace(base.model, **typed(ModelConfig, pick('model'), 'model')))
     train = replace(base.train, **typed(TrainConfig, pick('train'), 'train')).validate()
-    data = DataConfig(**typed(DataConfig, pick('data'), 'data'), options=pick('dataset_options')).validate()
+    if train.run_dir is None: train = replace(train, run_dir=f"runs/{run_name(variant, preset, train.seed)}")
+    data = typed(DataConfig, pick('data'), 'data')
+    data = DataConfig(**data, options=DATASETS[data.get('dataset', DataConfig.dataset)].parse(pick('dataset_options'))).validate()
     return RunConfig(variant, preset, model, train, data)

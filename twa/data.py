@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_data.ipynb #3cbbec4e
 from __future__ import annotations
-import argparse, csv, hashlib, json, math, os, sys, warnings
+import argparse, csv, hashlib, inspect, json, math, os, sys, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,13 +14,14 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['SPLITS', 'SHAPE_KINDS', 'SPLIT_OFFSET', 'VALUE_RANGES', 'OPENVID_REPO', 'OPENVID_PATTERNS', 'MANIFEST',
            'PREPARED_FORMAT', 'PARTIAL', 'COMPRESSIONS', 'VIDEO_PATTERNS', 'SPLIT_BY_FILES_FROM', 'EVAL_SHARE',
-           'DATASETS', 'check_split', 'split_of', 'bounce', 'inside', 'render_shapes', 'ShapesDataset', 'show_clips',
-           'collate', 'video_to', 'clip_start', 'to_clip', 'to_video', 'data_errors', 'find_files', 'FileDataset',
-           'nested_to_numpy', 'detect_range', 'decode_frames', 'frames_array', 'write_openvid_parquet', 'openvid_help',
-           'shard_footer', 'index_parquet', 'read_parquet_row', 'OpenVidDataset', 'download_openvid', 'fsync',
-           'write_json_atomic', 'sha256_file', 'prepared_clip', 'prepared_batch', 'prepare_shard', 'shard_intact',
-           'prepare_openvid', 'pq_rows', 'read_manifest', 'index_prepared', 'read_prepared_row', 'prepare_openvid_cli',
-           'count_frames', 'decode_clip', 'read_captions', 'time_segments', 'VideoFolderDataset', 'make_dataset']
+           'FIXED_ARGS', 'BOOLS', 'DATASETS', 'check_split', 'split_of', 'bounce', 'inside', 'render_shapes',
+           'ShapesDataset', 'show_clips', 'collate', 'video_to', 'clip_start', 'to_clip', 'to_video', 'data_errors',
+           'find_files', 'FileDataset', 'nested_to_numpy', 'detect_range', 'decode_frames', 'frames_array',
+           'write_openvid_parquet', 'openvid_help', 'shard_footer', 'index_parquet', 'read_parquet_row',
+           'OpenVidDataset', 'download_openvid', 'fsync', 'write_json_atomic', 'sha256_file', 'prepared_clip',
+           'prepared_batch', 'prepare_shard', 'shard_intact', 'prepare_openvid', 'pq_rows', 'read_manifest',
+           'index_prepared', 'read_prepared_row', 'prepare_openvid_cli', 'count_frames', 'decode_clip', 'read_captions',
+           'time_segments', 'VideoFolderDataset', 'parse_option', 'DatasetSpec', 'register_dataset', 'make_dataset']
 
 # %% ../nbs/01_data.ipynb #32d10642
 SPLITS = ('train', 'val', 'test')
@@ -172,8 +174,8 @@ def find_files(data_dir, patterns, what: str, how: str) -> list[Path]:
 
 # %% ../nbs/01_data.ipynb #e2173d81
 class FileDataset(torch.utils.data.Dataset):
-    "Base of file-backed datasets: subclasses set `data_dir`, `split`, `files`, `skipped`; define `__len__`, `load`, `locate`, `layout`."
-    strict, name = False, 'files'
+    "Base of file-backed datasets: subclasses set `data_dir`, `split`, `files`, `skipped` and the list of clips (named by `clips_attr`); define `__len__`, `load`, `locate`, `layout`."
+    strict, name, clips_attr = False, 'files', 'clips'
 
     def skip(self, path, reason: str):
         "Leave `path` out with a warning; the reason is kept for `describe()` and for the error when nothing is left."
@@ -195,8 +197,24 @@ class FileDataset(torch.utils.data.Dataset):
         "A `ValueError` saying what was found (with the first skip reason) and `hint`, if this split has no clips."
         if not len(self): raise ValueError(f"{self.name}: {what} for split {self.split!r} among {self.found()}; {self.layout()}. {hint}")
 
+    def keep_readable(self):
+        "Validation and test: read every clip once and keep the readable ones, so that every evaluation sees the same clips; the others are skipped with a warning (and counted by `describe()`)."
+        if self.split == 'train': return
+        clips, good = getattr(self, self.clips_attr), []
+        for i in range(len(clips)):
+            try: self.load(i); good.append(clips[i])
+            except data_errors() as e:
+                if self.strict: raise ValueError(f"{self.locate(i)}: {e}") from e
+                self.skip(self.locate(i), f"unreadable clip, left out of the {self.split} split: {e}")
+        if len(good) < len(clips):
+            warnings.warn(f"{self.name}: the {self.split} split is {len(good)} readable clips; {len(clips) - len(good)} could not be read and are left out (see the warnings above)")
+        setattr(self, self.clips_attr, good)
+
     def __getitem__(self, i):
         if not 0 <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} samples")
+        if self.split != 'train':                    # built from readable clips: never replaced by another
+            try: return self.load(i)
+            except data_errors() as e: raise ValueError(f"{self.locate(i)} was readable when the {self.split} split was built and is not now: {e}") from e
         first = None
         for attempt in range(len(self)):
             j = (i + attempt) % len(self)
@@ -302,7 +320,7 @@ def read_parquet_row(ds, f, rg, r):
 # %% ../nbs/01_data.ipynb #7f3b6f1c
 class OpenVidDataset(FileDataset):
     "OpenVid-1k clips `video [t, 3, size, size]` (float in [0, 1], or uint8) and `caption`, from parquet shards or a prepared folder."
-    name = 'openvid'
+    name, clips_attr = 'openvid', 'rows'
     def __init__(self, data_dir, split='train', num_frames=8, size=64, seed=0, value_range=None, strict=False, uint8=False):
         check_split(split)
         self.data_dir, self.split, self.num_frames, self.size, self.seed = data_dir, split, num_frames, size, seed
@@ -311,6 +329,7 @@ class OpenVidDataset(FileDataset):
         self.prepared = data_dir is not None and (Path(data_dir) / MANIFEST).exists()
         rows = index_prepared(self, data_dir) if self.prepared else index_parquet(self, data_dir)
         self.total, self.rows = len(rows), [row for row in rows if split_of(row[3]) == split]
+        self.keep_readable()
         self.check_found('no readable rows', openvid_help(data_dir))
 
     def __len__(self): return len(self.rows)
@@ -549,7 +568,7 @@ def time_segments(n: int, span: int) -> dict[str, tuple[int, int]]:
 # %% ../nbs/01_data.ipynb #ab807dee
 class VideoFolderDataset(FileDataset):
     "Clips of the videos in `data_dir`: `video [t, 3, size, size]` windows, one every `window_stride` frames (and `caption` with a CSV)."
-    name = 'videos'
+    name, clips_attr = 'videos', 'items'
     def __init__(self, data_dir, split='train', num_frames=8, size=64, seed=0, stride=1, window_stride=None, split_by='auto',
                  captions=None, strict=False):
         check_split(split)
@@ -572,6 +591,7 @@ class VideoFolderDataset(FileDataset):
             lo, hi = (0, n) if self.split_by == 'files' else time_segments(n, self.span)[split]
             offset = clip_start((hi - lo - self.span) % self.window_stride + self.span, self.span, split, seed, g)   # into the leftover frames
             self.items += [(f, s, g) for s in range(lo + offset, hi - self.span + 1, self.window_stride)]
+        self.keep_readable()
         self.check_found('no usable clip', "Lower num_frames or stride, or add longer videos" + (
             f" (split by time, a video needs {3 * self.span} frames to give every split a clip)" if self.split_by == 'time' else ''))
 
@@ -592,14 +612,72 @@ class VideoFolderDataset(FileDataset):
         return item
 
 # %% ../nbs/01_data.ipynb #24c3a8de
-DATASETS = {'shapes': ShapesDataset, 'openvid': OpenVidDataset, 'videos': VideoFolderDataset}
+FIXED_ARGS = ('self', 'data_dir', 'split', 'num_frames', 'size', 'seed')   # set by the run, not options
+BOOLS = {'true': True, 'false': False, '1': True, '0': False}
+
+def parse_option(name: str, value, kind: str):
+    "`value` as an option of type `kind` (`bool`, `int`, `float` or `str`, each may add `| None`); strings from the shell or papermill are parsed, anything else is a `ValueError` saying what was expected."
+    base, optional = kind.split('|')[0].strip(), kind.replace(' ', '').endswith('|None')
+    if value is None or optional and isinstance(value, str) and value.lower() == 'none':
+        if optional: return None
+        raise ValueError(f"option {name} must be {kind}, got None")
+    text = value.strip().lower() if isinstance(value, str) else None
+    if base == 'bool':
+        if isinstance(value, bool): return value
+        if isinstance(value, int) and value in (0, 1): return bool(value)
+        if text in BOOLS: return BOOLS[text]
+    elif base == 'int' and not isinstance(value, bool):
+        if isinstance(value, int): return value
+        if isinstance(value, float) and value.is_integer(): return int(value)
+        if text is not None and text.lstrip('+-').isdigit(): return int(text)
+    elif base == 'float' and not isinstance(value, bool):
+        try: x = float(value)
+        except (TypeError, ValueError): x = None
+        if x is not None and math.isfinite(x): return x
+    elif base == 'str' and isinstance(value, str): return value
+    what = dict(bool='true or false (or 1, 0)', int='a whole number', float='a finite number', str='a string')[base]
+    raise ValueError(f"option {name} must be {what}{' or None' if optional else ''}, got {value!r}")
+
+# %% ../nbs/01_data.ipynb #ddb55656
+@dataclass(frozen=True)
+class DatasetSpec:
+    "A dataset as every entry point sees it: its class, whether it reads `data_dir`, and the type of each keyword option."
+    cls: type
+    needs_data_dir: bool
+    types: dict                                   # option name -> 'bool' | 'int' | 'float' | 'str', each may add ' | None'
+
+    def defaults(self) -> dict:
+        "Each option's default, from the class's signature."
+        params = inspect.signature(self.cls.__init__).parameters
+        return {k: params[k].default for k in self.types}
+
+    def parse(self, options: dict) -> dict:
+        "`options` typed (`'false'` -> False, `'3'` -> 3); an unknown name or a value of the wrong type is a `ValueError`."
+        unknown = sorted(set(options) - set(self.types))
+        if unknown: raise ValueError(f"unknown option(s) {unknown} for dataset {self.cls.name!r}; valid: {sorted(self.types)}")
+        return {k: parse_option(k, v, self.types[k]) for k, v in options.items()}
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+def register_dataset(name: str, cls: type, needs_data_dir: bool, **types: str):
+    "Make `cls` the dataset `name` of every entry point: each keyword option of its constructor, with its type, becomes a setting."
+    params = inspect.signature(cls.__init__).parameters
+    options = {k for k, p in params.items() if k not in FIXED_ARGS and p.kind is p.POSITIONAL_OR_KEYWORD}
+    if options != set(types): raise ValueError(f"register_dataset({name!r}): give the type of each option of {cls.__name__}: {sorted(options)}, got {sorted(types)}")
+    cls.name = name
+    DATASETS[name] = DatasetSpec(cls, needs_data_dir, types)
+
+register_dataset('shapes', ShapesDataset, False, length='int | None', min_objects='int', max_objects='int', max_speed='float', texture_prob='float')
+register_dataset('openvid', OpenVidDataset, True, value_range='str | None', strict='bool', uint8='bool')
+register_dataset('videos', VideoFolderDataset, True, stride='int', window_stride='int | None', split_by='str', captions='str | None', strict='bool')
 
 def make_dataset(name: str, split: str = 'train', num_frames: int = 8, size: int = 64, data_dir=None, seed: int = 0,
-                 patch_size: int | None = None, **kwargs) -> torch.utils.data.Dataset:
-    "Dataset `name` (`shapes`, `openvid` or `videos`) for `split`, yielding `[num_frames, 3, size, size]` clips."
+                 patch_size: int | None = None, **options) -> torch.utils.data.Dataset:
+    "Dataset `name` (one of `DATASETS`) for `split`, yielding `[num_frames, 3, size, size]` clips; `options` are typed by its registration."
     if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     if patch_size is not None and size % patch_size:
         raise ValueError(f"size={size} is not divisible by patch_size={patch_size}; use a multiple of {patch_size}, "
                          f"e.g. size={max(patch_size, size // patch_size * patch_size)}")
-    if name == 'shapes': return ShapesDataset(split, num_frames, size, seed=seed, **kwargs)
-    return DATASETS[name](data_dir, split, num_frames, size, seed=seed, **kwargs)
+    spec = DATASETS[name]
+    files = dict(data_dir=data_dir) if spec.needs_data_dir else {}
+    return spec.cls(split=split, num_frames=num_frames, size=size, seed=seed, **files, **spec.parse(options))

@@ -13,26 +13,31 @@ from .variants import VARIANTS
 
 # %% auto #0
 __all__ = ['QUALITY', 'HIGHER_IS_BETTER', 'MASK_QUALITY', 'SUMMARY_COLUMNS', 'NOT_LEARNED', 'LEARNED', 'SEGMENTS', 'DIFF',
-           'DIFF_ONE_SEED', 'COMPARISON', 'EFFICIENCY', 'DIFF_DB', 'DIFF_DB_ONE_SEED', 'OVERHEAD', 'SWEEP_EDGE',
-           'SWEEP_INSIDE', 'load_runs', 'flatten', 'shared_settings', 'check_comparable', 'summary_table', 'mean_ci',
-           'welch', 'holm', 'val_curve', 'at_compute', 'steps_to_reach', 'learned', 'comparisons', 'compute_budget',
-           'answer_tests', 'cost_ratios', 'reach_table', 'headline', 'answers', 'sweep_note']
+           'DIFF_ONE_SEED', 'COMPARISON', 'EFFICIENCY', 'DIFF_DB', 'DIFF_DB_ONE_SEED', 'OVERHEAD', 'SHORT_QUALITY',
+           'SHORT_NOT_LEARNED', 'SHORT_EFFICIENCY', 'SHORT_COST', 'SWEEP_EDGE', 'SWEEP_INSIDE', 'load_runs', 'flatten',
+           'shared_settings', 'check_comparable', 'summary_table', 'mean_ci', 'welch', 'holm', 'val_curve',
+           'at_compute', 'steps_to_reach', 'learned', 'comparisons', 'compute_budget', 'answer_tests', 'cost_ratios',
+           'reach_table', 'headline', 'answers', 'interval', 'short_answers', 'readable', 'sweep_note']
 
 # %% ../nbs/09_report.ipynb #fabf3cea
 QUALITY = ('mse', 'psnr', 'ssim', 'fg_ari', 'mbo')          # test metrics, in report order
 HIGHER_IS_BETTER = dict(mse=False, psnr=True, ssim=True, fg_ari=True, mbo=True)
 
-def load_runs(runs_glob: str) -> tuple[list[dict], list[str]]:
-    "Finished runs under `runs_glob` (dicts with dir, variant, seed, config, eval, log) and notes on the folders left out."
+def load_runs(runs_glob: str, preset: str | None = None) -> tuple[list[dict], list[str]]:
+    "Finished runs in the folders `runs_glob` matches (one glob, or several separated by spaces), at `preset` if given, as dicts with dir, variant, seed, config, eval, log; and notes on the folders left out. A damaged run file is named by its path."
+    from twa.train import read_json
     runs, notes = [], []
-    for d in sorted(map(Path, glob.glob(runs_glob))):
+    for d in sorted({Path(p) for pattern in runs_glob.split() for p in glob.glob(pattern)}):
         f = d / 'eval.json'
         if not f.is_file(): continue
-        ev = json.loads(f.read_text())
+        ev = read_json(f)
         if ev.get('status') != 'finished': notes.append(f"{d.name} ({ev.get('status')} at step {ev.get('step')})"); continue
         cfg = ev['config']
-        runs.append(dict(dir=d, variant=cfg['variant'], seed=cfg['train']['seed'], config=cfg, eval=ev,
-                         log=pd.read_parquet(d / 'metrics.parquet')))
+        if preset is not None and cfg['preset'] != preset: notes.append(f"{d.name} (preset {cfg['preset']})"); continue
+        try: log = pd.read_parquet(d / 'metrics.parquet')
+        except Exception as e:
+            raise ValueError(f"{d / 'metrics.parquet'} cannot be read ({type(e).__name__}: {e}); move the run folder {d} away (or delete it) and train it again") from None
+        runs.append(dict(dir=d, variant=cfg['variant'], seed=cfg['train']['seed'], config=cfg, eval=ev, log=log))
     return runs, notes
 
 # %% ../nbs/09_report.ipynb #696f203a
@@ -239,6 +244,39 @@ def answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: 
     ratios = cost_ratios(summary, reference)
     lines += [OVERHEAD.format(variant=v, reference=reference, **row) for v, row in ratios.iterrows() if v != reference]
     return '\n'.join(lines)
+
+# %% ../nbs/09_report.ipynb #5289d1e3
+SHORT_QUALITY = "**1. Quality:** `{variant}` {diff:+.2f} dB PSNR {interval} vs `{versus}` ({verdict}), at {step_time_s:.1f}x its step time."
+SHORT_NOT_LEARNED = ("**1. Quality:** not answered: `{reference}` reaches {psnr:.2f} dB, {margin:+.2f} dB from the best trivial baseline "
+                     "(`{baseline}`), short of the {required:.0f} dB a learned model must clear.")
+SHORT_EFFICIENCY = "**2. Efficiency:** at `{versus}`'s training compute, `{variant}`'s validation PSNR is {diff:+.2f} dB {interval} ({verdict})."
+SHORT_COST = ("**3. Cost:** `{variant}` takes {step_time_s:.1f}x the step time, {flops_per_step:.1f}x the FLOPs, {peak_memory_mb:.2f}x the peak "
+              "memory and {params:.2f}x the parameters of `{reference}`.")
+
+def interval(r: dict) -> str:
+    "`[low, high]` of a test row, or why there is none."
+    return "(one seed: no interval)" if math.isnan(r['p']) else f"[{r['low']:+.2f}, {r['high']:+.2f}]"
+
+def short_answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = 3.0) -> str:
+    "The three answers in one markdown line each, for the variant the question is about (`triple`, else the first other than `reference`)."
+    others = [v for v in VARIANTS if v in set(summary.variant) and v != reference]
+    if not others: return f"Only `{reference}` ran: nothing to compare."
+    variant = 'triple' if 'triple' in others else others[0]
+    fit, tests, ratios = learned(summary, reference, margin_db), answer_tests(runs, summary, reference), cost_ratios(summary, reference)
+    row = lambda q, m: tests[(tests.question == q) & (tests.variant == variant) & (tests.versus == reference) & (tests.metric == m)].iloc[0].to_dict()
+    cost = ratios.loc[variant].to_dict()
+    quality = (SHORT_QUALITY.format(**(q := row('quality', 'psnr')), interval=interval(q), step_time_s=cost['step_time_s'])
+               if fit['learned'] else SHORT_NOT_LEARNED.format(**fit))
+    efficiency = SHORT_EFFICIENCY.format(**(e := row('efficiency', 'val_psnr at equal compute')), interval=interval(e))
+    return '\n\n'.join([quality, efficiency, SHORT_COST.format(variant=variant, reference=reference, **cost)])
+
+def readable(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    "`df` for reading: numbers to `digits` significant digits, missing values (NaN, None) as '—'."
+    def one(x):
+        if x is None or isinstance(x, float) and math.isnan(x): return '—'
+        if isinstance(x, (float, np.floating)): return f"{x:.{digits}g}"
+        return x
+    return df.map(one) if hasattr(df, 'map') else df.applymap(one)
 
 # %% ../nbs/09_report.ipynb #6620d539
 SWEEP_EDGE = ("- `{variant}`: the chosen rate {lr:g} is the {side} of those tried ({tried}); a wider sweep could choose another, "

@@ -4,25 +4,28 @@
 
 # %% ../nbs/04_train.ipynb #cf69722d
 from __future__ import annotations
-import argparse, json, math, os, random, resource, socket, subprocess, sys, time, warnings
-from contextlib import nullcontext
+import argparse, errno, json, math, os, random, resource, shutil, signal, socket, subprocess, sys, time, warnings
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # read once, when PyTorch loads OpenMP: see `use_threads`
 import numpy as np
 import torch
 import torch.distributed as dist
 from fastcore.basics import patch
-from .config import RunConfig, TrainConfig, run_config
+from .config import RunConfig, TrainConfig, run_config, report_run_name
 from .data import SPLITS, make_dataset, collate, video_to
 from .model import ModelConfig, SlotBasedVideoModel, num_params, count_flops, reconstruction_loss
 from .metrics import video_metrics, summarize, baseline_metrics
 
 # %% auto #0
-__all__ = ['CKPT_GLOB', 'PROGRESS', 'DETERMINISTIC_COLUMNS', 'lr_factor', 'StepSampler', 'atomic_write', 'RunLock', 'dist_info',
-           'git', 'git_commit', 'code_version', 'UnsafeCheckpointError', 'rng_state', 'set_rng_state',
-           'load_checkpoint', 'Trainer', 'config_diff', 'parent_command', 'resolve_progress', 'duration', 'Progress',
-           'flat_settings', 'same_log', 'load_trained', 'literal', 'add_flag', 'setting_parser', 'train_cli',
-           'sweep_lr', 'sweep_cli', 'check_runs']
+__all__ = ['MAX_THREADS', 'CKPT_GLOB', 'PROGRESS', 'DETERMINISTIC_COLUMNS', 'DEFAULT_NOTES', 'lr_factor', 'StepSampler',
+           'atomic_write', 'disk_full', 'RunLock', 'dist_info', 'git', 'git_commit', 'code_version', 'available_cores',
+           'busy_cores', 'default_threads', 'use_threads', 'UnsafeCheckpointError', 'NotACheckpointError', 'rng_state',
+           'set_rng_state', 'load_checkpoint', 'Trainer', 'run_settings', 'config_diff', 'json_safe', 'parent_command',
+           'resolve_progress', 'duration', 'Progress', 'flat_settings', 'Terminated', 'stop_on_sigterm', 'same_log',
+           'read_json', 'load_trained', 'literal', 'add_flag', 'setting_parser', 'train_cli', 'sweep_runs', 'sweep_lr',
+           'sweep_cli', 'recorded_settings', 'check_reuse']
 
 # %% ../nbs/04_train.ipynb #0018183b
 def lr_factor(step: int, warmup: int, steps: int) -> float:
@@ -60,9 +63,18 @@ def atomic_write(path: Path, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if disk_full(e):
+            free = shutil.disk_usage(path.parent).free / 2 ** 20 if path.parent.exists() else float('nan')
+            raise OSError(errno.ENOSPC, f"No space left on device while writing {path} ({free:.0f} MB free there; the previous "
+                                        f"{path.name}, if any, is untouched). Free some space (old runs, checkpoints), or choose a run_dir on another disk") from None
         raise
+
+def disk_full(e: BaseException) -> bool:
+    "Whether `e` is a full disk: `ENOSPC`, or PyTorch's archive writer failing as it does then (`unexpected pos`, `file write failed`)."
+    if isinstance(e, OSError): return e.errno == errno.ENOSPC or 'No space left' in str(e)
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in ('unexpected pos', 'file write failed', 'No space left'))
 
 class RunLock:
     "An exclusive lock on a run folder: `run_dir/lock` holds the owner's host and pid."
@@ -115,10 +127,51 @@ def code_version() -> str | None:
     tree = git('rev-parse', 'HEAD:twa')
     return (tree + ('+dirty' if git('status', '--porcelain', '--untracked-files=no', '--', '.') else '')) if tree else None
 
+# %% ../nbs/04_train.ipynb #073b6ef2
+MAX_THREADS = 8
+
+def available_cores() -> int:
+    "CPU cores this process may run on (its affinity mask: taskset, a container's cpuset)."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def busy_cores(seconds: float = 0.25) -> float:
+    "Cores kept busy right now by all processes: the non-idle share of CPU time over `seconds` (Linux); else the 1-minute load average."
+    def sample():
+        with open('/proc/stat') as f: v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]                               # all time, idle + iowait
+    try:
+        t0, i0 = sample(); time.sleep(seconds); t1, i1 = sample()
+    except (OSError, ValueError, IndexError): return os.getloadavg()[0]
+    return (1 - (i1 - i0) / max(1, t1 - t0)) * (os.cpu_count() or 1)
+
+def default_threads() -> int:
+    "`OMP_NUM_THREADS` if set, else this process's share of its cores (ranks on one host split them), at most `MAX_THREADS`."
+    if os.environ.get('OMP_NUM_THREADS', '').isdigit() and int(os.environ['OMP_NUM_THREADS']) > 0: return int(os.environ['OMP_NUM_THREADS'])
+    return max(1, min(MAX_THREADS, available_cores() // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1')))))
+
+def use_threads(threads: int | None = None, warn: bool = True, busy: float | None = None) -> int:
+    "Run PyTorch on `threads` intra-op threads (None: `default_threads()`) and one inter-op thread; warn if the machine is busier than that leaves room for. Returns the count."
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    try: torch.set_num_interop_threads(1)
+    except RuntimeError: pass                                    # settable only before the first parallel work; then it stays
+    if not warn: return n
+    cores, busy = available_cores(), busy_cores() if busy is None else busy
+    if busy + n > cores + 0.5:
+        policy = os.environ.get('OMP_WAIT_POLICY', '').upper()
+        warnings.warn(f"this machine is busy: other processes keep about {busy:.1f} of its {cores} cores busy, and this run adds {n} "
+                      f"thread{'s' * (n != 1)}. Each step waits for its slowest thread, so it can run several times slower than alone"
+                      + ('' if policy == 'PASSIVE' else f" (and much slower with OMP_WAIT_POLICY={policy or 'unset'}: set OMP_WAIT_POLICY=PASSIVE before Python starts)")
+                      + (f". Give it fewer threads: threads={max(1, int(cores - busy))} (`--threads`, `-p threads`), or wait for the other jobs" if n > 1
+                         else ". It runs on one thread already: expect slower steps, or wait for the other jobs"), stacklevel=2)
+    return n
+
 # %% ../nbs/04_train.ipynb #81f7d92a
 CKPT_GLOB = 'ckpt_*.pt'
 
 class UnsafeCheckpointError(ValueError): "A checkpoint file holds objects other than tensors and plain data; it was not loaded."
+class NotACheckpointError(ValueError): "A file in a checkpoint's place is not one `torch.save` wrote (truncated, corrupt or foreign); it was not loaded."
 
 def rng_state() -> dict:
     "The state of every random generator a run uses, as tensors and plain data."
@@ -139,12 +192,17 @@ def set_rng_state(state: dict):
 
 def load_checkpoint(path: Path, map_location='cpu') -> dict:
     "Read a checkpoint with `weights_only=True`; a file that asks to build other objects is refused with `UnsafeCheckpointError`."
-    import pickle
+    import pickle, re, zipfile
+    advice = "Nothing in it ran. Delete it, or replace it with a trusted copy"
+    if not zipfile.is_zipfile(path):
+        raise NotACheckpointError(f"{path} is not a checkpoint: not the zip archive torch.save writes (truncated, corrupt, or another kind of file). {advice}")
     try: return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if 'Weights only load failed' not in str(e): raise
-        raise UnsafeCheckpointError(f"{path} holds objects other than tensors and plain data, so it was not loaded and nothing in it ran "
-                                    f"(a weights-only load refused it: {str(e).splitlines()[0][:200]}). Delete it, or replace it with a trusted copy") from None
+    except pickle.UnpicklingError as e:             # PyTorch's text suggests weights_only=False, an unsafe load: never repeated here
+        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
+        if found is None: raise NotACheckpointError(f"{path} is not a readable checkpoint: its data does not unpickle (corrupt, or written by another program). {advice}") from None
+        raise UnsafeCheckpointError(f"{path} holds objects other than tensors and plain data (it asks for {found[1]}), so it was not loaded. {advice}") from None
+    except RuntimeError as e:
+        raise NotACheckpointError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0][:160]}): truncated or corrupt. {advice}") from None
 
 # %% ../nbs/04_train.ipynb #f8c4178e
 class Trainer:
@@ -157,8 +215,8 @@ class Trainer:
         self.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
         self.amp = tc.amp if tc.amp is not None else self.device.type == 'cuda'
         self.run_dir = Path(tc.run_dir)
-        self.config = dict(run.to_dict(), world_size=self.world)
-        del self.config['train']['run_dir']                           # a run folder can be moved or shared and still resume
+        self.config = run_settings(run, self.world)
+        self.threads = use_threads(tc.threads) if self.device.type == 'cpu' else torch.get_num_threads()
         if tc.deterministic:
             torch.use_deterministic_algorithms(True)
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
@@ -183,6 +241,12 @@ class Trainer:
     def checkpoints(self) -> list[Path]:
         "Checkpoint files in `run_dir`, newest first."
         return sorted(self.run_dir.glob(CKPT_GLOB), reverse=True)
+
+def run_settings(run: RunConfig, world: int = 1) -> dict:
+    "What a run folder records as its settings (and resume compares): the `RunConfig` and world size, less where and how it runs (`run_dir`, `threads`): a folder can move, and resume on other cores."
+    config = dict(run.to_dict(), world_size=world)
+    for where in ('run_dir', 'threads'): del config['train'][where]
+    return config
 
 # %% ../nbs/04_train.ipynb #2898fb4a
 @patch
@@ -232,7 +296,15 @@ def write_metrics(self: Trainer):
 
 @patch
 def write_eval(self: Trainer, result: dict):
-    if self.is_main: atomic_write(self.run_dir / 'eval.json', lambda p: p.write_text(json.dumps(result, indent=1, default=str)))
+    if self.is_main: atomic_write(self.run_dir / 'eval.json', lambda p: p.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False, default=str)))
+
+def json_safe(x):
+    "`x` with every non-finite number (NaN, inf, in NumPy or Python floats) replaced by None: what strict JSON can hold."
+    if isinstance(x, dict): return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)): return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer): return int(x)
+    return x
 
 # %% ../nbs/04_train.ipynb #519de6aa
 PROGRESS = ('auto', 'widget', 'bar', 'log', 'off')
@@ -367,16 +439,32 @@ def train_loop(self: Trainer) -> dict:
     writer = SummaryWriter(str(self.run_dir)) if self.is_main else None
     bar = Progress(self.progress if self.is_main else 'off', self.run_dir.name, tc.steps, self.start_step)
     step, status, error = self.start_step, 'finished', None
-    try:
-        while step < tc.steps: step = self.one_step(step, next(loader)['video'], writer, bar)
-    except KeyboardInterrupt:
-        status = 'interrupted'
-        self.save_checkpoint(step)
-    except FloatingPointError as e:
-        status, error = 'failed', str(e)
-    finally:
-        bar.close()
+    self.signal = None
+    with stop_on_sigterm():
+        try:
+            while step < tc.steps: step = self.one_step(step, next(loader)['video'], writer, bar)
+        except KeyboardInterrupt as e:
+            status, self.signal = 'interrupted', getattr(e, 'signum', signal.SIGINT)
+            error = f"stopped by {signal.Signals(self.signal).name} at step {step}; resume it with {self.resume_hint}"
+            self.save_checkpoint(step)
+        except FloatingPointError as e:
+            status, error = 'failed', str(e)
+        finally:
+            bar.close()
     return self.finish(status, step, error, writer)
+
+class Terminated(KeyboardInterrupt):
+    "SIGTERM, raised where the run is, so it stops as after Ctrl-C: checkpoint, `eval.json` status `interrupted`."
+    signum = signal.SIGTERM
+
+@contextmanager
+def stop_on_sigterm():
+    "Within the block, SIGTERM raises `Terminated` (in the main thread; elsewhere signals cannot be handled and nothing changes)."
+    def handler(signum, frame): raise Terminated()
+    try: old = signal.signal(signal.SIGTERM, handler)
+    except ValueError: yield; return                              # not the main thread
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/04_train.ipynb #dfba6752
 @patch
@@ -411,15 +499,20 @@ def one_step(self: Trainer, step: int, video, writer, bar) -> int:
 def finish(self: Trainer, status: str, step: int, error: str | None, writer) -> dict:
     "Write `metrics.parquet` and `eval.json` (with the final report when finished) and close TensorBoard; raise if the run failed."
     result = dict(status=status, step=step, error=error, skipped_steps=self.skipped, config=self.config, git_commit=git_commit(),
-                  code_version=code_version(), params=num_params(self.model))
-    if status == 'finished': result.update(self.final_report())
+                  code_version=code_version(), params=num_params(self.model), threads=self.threads)
+    if status == 'finished':
+        result.update(self.final_report())
+        bad = sorted(k for k, v in result['test'].items() if not math.isfinite(v))
+        if bad:
+            result.update(status='diverged', error=f"test metrics {bad} are not finite after {step} steps ({self.skipped} skipped as non-finite): "
+                                                   f"the model diverged. Lower lr (now {self.run.train.lr}), and start a new run_dir")
     self.write_metrics()
     self.write_eval(result)
     if writer:
-        if status == 'finished':
+        if result['status'] == 'finished':
             writer.add_hparams(flat_settings(self.config), {f'test/{k}': v for k, v in result['test'].items()}, run_name='hparams')
         writer.close()
-    if status == 'failed': raise FloatingPointError(error)
+    if result['status'] in ('failed', 'diverged'): raise FloatingPointError(result['error'])
     return result
 
 # %% ../nbs/04_train.ipynb #31b21ea9
@@ -454,12 +547,19 @@ def same_log(a, b) -> bool:
     return list(a.columns) == list(b.columns) and a[cols].equals(b[cols])
 
 # %% ../nbs/04_train.ipynb #b0b5b9f1
+def read_json(path) -> dict:
+    "A run's JSON file; one that is not valid JSON raises a `ValueError` naming the file and what to do."
+    try: return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): the file is damaged (a run killed while writing it, or edited by hand). "
+                         f"Move its run folder {Path(path).parent} away (or delete it) and train it again") from None
+
 def load_trained(run_dir) -> tuple[SlotBasedVideoModel, dict]:
     "The model of a run (in eval mode, on CPU) and the run's config."
     run_dir = Path(run_dir)
     if (run_dir / 'model.safetensors').is_file() and (run_dir / 'config.json').is_file():
         from safetensors.torch import load_file
-        config = json.loads((run_dir / 'config.json').read_text())
+        config = read_json(run_dir / 'config.json')
         weights = load_file(str(run_dir / 'model.safetensors'))
     else:
         files = sorted(run_dir.glob(CKPT_GLOB), reverse=True)
@@ -479,23 +579,31 @@ def literal(text: str):
         except ValueError: pass
     return text
 
+DEFAULT_NOTES = {'run_dir': "runs/<variant>_<preset>_s<seed>",
+                 'threads': "OMP_NUM_THREADS if set, else this process's cores, at most 8", 'warmup': '5% of steps',
+                 'amp': 'bf16 autocast on CUDA, off on CPU'}
+
 def add_flag(group, name: str, annotation: str, default, note: str = ''):
     "Add `--name` to an argparse group: `--name/--no-name` for a bool, else a value parsed by `literal` (checked later against the field's type)."
-    flag, shown = '--' + name.replace('_', '-'), f"{note}default {default!r}" if note else f"cpu preset: {default!r}"
+    flag = '--' + name.replace('_', '-')
+    shown = (f"{note}default {default!r}" + (f" ({DEFAULT_NOTES[name]})" if default is None and name in DEFAULT_NOTES else '')).replace('%', '%%')
     if annotation.startswith('bool'): group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=shown)
     else: group.add_argument(flag, dest=name, type=literal, default=None, metavar=annotation.upper().replace(' | ', '|'), help=shown)
 
-def setting_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def setting_parser(prog: str, description: str, argv=None) -> argparse.ArgumentParser:
     "A parser with `--attention`, `--preset` and a flag for every setting a run has."
     from twa.config import PRESETS, DataConfig, dataset_options
     from twa.variants import VARIANTS
     from twa.data import DATASETS
-    ap = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    ap.add_argument('--attention', default='standard', choices=list(VARIANTS), help='the variant to train')
-    ap.add_argument('--preset', default='cpu', choices=list(PRESETS), help='model and recipe the other settings start from')
-    cpu = PRESETS['cpu']
-    for title, cls, values in (('model', ModelConfig, cpu.model), ('training', TrainConfig, cpu.train)):
-        group = ap.add_argument_group(f"{title} settings (a flag left out keeps the preset's value)")
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument('--preset', default='cpu')
+    preset = first.parse_known_args(argv)[0].preset                 # --help shows the defaults of the preset it is given
+    base = PRESETS.get(preset, PRESETS['cpu'])
+    ap = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
+    ap.add_argument('--attention', default='standard', choices=list(VARIANTS), help="the variant to train (default 'standard')")
+    ap.add_argument('--preset', default='cpu', choices=list(PRESETS), help="model and recipe the other settings start from (default 'cpu')")
+    for title, cls, values in (('model', ModelConfig, base.model), ('training', TrainConfig, base.train)):
+        group = ap.add_argument_group(f"{title} settings: defaults of the {preset} preset (a flag left out keeps the preset's value)")
         for f in fields(cls):
             if f.name != 'attention': add_flag(group, f.name, f.type, getattr(values, f.name))
     data = ap.add_argument_group('data settings')
@@ -504,13 +612,17 @@ def setting_parser(prog: str, description: str) -> argparse.ArgumentParser:
     options = {}
     for name in sorted(DATASETS):
         for opt, default in dataset_options(name).items(): options.setdefault(opt, []).append((name, default))
-    for opt, where in sorted(options.items()):
-        add_flag(data, opt, 'value', where[0][1], note=f"option of {', '.join(n for n, _ in where)}; ")
+    for opt, where in sorted(options.items()):                     # values, so that `--strict false` reads as the shell user means
+        kind = DATASETS[where[0][0]].types[opt].replace('bool', 'true|false')
+        add_flag(data, opt, kind, where[0][1], note=f"option of {', '.join(n for n, _ in where)}; ")
     return ap
 
+# %% ../nbs/04_train.ipynb #435673c8
 def train_cli(argv=None):
-    "Train one run: `twa-train --attention triple --preset cpu --steps 300 --run-dir runs/triple_s0`."
-    ap = setting_parser('twa-train', train_cli.__doc__)
+    "Train one run: `twa-train --attention triple --preset cpu --steps 300` (into runs/triple_cpu_s0)."
+    argv = sys.argv[1:] if argv is None else argv
+    ap = setting_parser('twa-train', train_cli.__doc__ + ' Exit status: 0 finished; 1 failed or diverged; 130 after SIGINT, 143 after SIGTERM '
+                        '(interrupted: a checkpoint was written, --resume continues).', argv)
     ap.add_argument('--resume', action='store_true', help='continue the run in --run-dir from its newest checkpoint')
     ap.add_argument('--progress', default='auto', choices=PROGRESS)
     ap.add_argument('--rank-weights', default=None, help='folder where every rank saves its final weights')
@@ -520,29 +632,35 @@ def train_cli(argv=None):
     try: run = run_config(args['attention'], args['preset'], **overrides)
     except ValueError as e: ap.error(str(e))
     trainer = Trainer(run, resume=args['resume'], progress=args['progress'], resume_hint='--resume')
-    result = trainer.fit()
+    try: result = trainer.fit()
+    except FloatingPointError as e:
+        print(f"twa-train: {e}", file=sys.stderr); sys.exit(1)
     if args['rank_weights']:
         Path(args['rank_weights']).mkdir(parents=True, exist_ok=True)
         torch.save(trainer.model.state_dict(), Path(args['rank_weights']) / f'rank{trainer.rank}.pt')
-    if trainer.is_main: print(json.dumps({k: result.get(k) for k in ('status', 'step', 'test')}, default=str))
+    if trainer.is_main: print(json.dumps(json_safe({k: result.get(k) for k in ('status', 'step', 'test')}), allow_nan=False, default=str))
     if dist.is_initialized(): dist.destroy_process_group()
+    if result['status'] == 'interrupted':
+        print(f"twa-train: {result['error']}", file=sys.stderr); sys.exit(128 + trainer.signal)
 
 # %% ../nbs/04_train.ipynb #e20a05d9
-def sweep_lr(variants, lrs, preset: str = 'cpu', fraction: float = 0.25, root='runs/sweep', progress: str = 'log', **overrides):
-    "Per variant and learning rate, the final validation metrics of a shortened run; `chosen` marks each variant's best (lowest val MSE)."
-    import pandas as pd
+def sweep_runs(variants, lrs, preset: str = 'cpu', fraction: float = 0.25, root='runs/sweep', **overrides) -> list[RunConfig]:
+    "The shortened single-seed runs of the sweep, one per variant and learning rate, in `root/<variant>_lr<lr>`."
     from twa.config import PRESETS
     if not 0 < fraction <= 1: raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     steps, warmup = max(1, round(PRESETS[preset].train.steps * fraction)), PRESETS[preset].train.warmup
     if warmup is not None: overrides = {'warmup': min(steps - 1, round(warmup * fraction)), **overrides}   # the preset's share of warmup
+    return [run_config(v, preset, **{**overrides, 'lr': lr, 'steps': steps, 'eval_every': steps, 'seed': 0, 'run_dir': str(Path(root) / f"{v}_lr{lr:g}")})
+            for v in variants for lr in lrs]
+
+def sweep_lr(variants, lrs, preset: str = 'cpu', fraction: float = 0.25, root='runs/sweep', progress: str = 'log', **overrides):
+    "Per variant and learning rate, the final validation metrics of a shortened run; `chosen` marks each variant's best (lowest val MSE)."
+    import pandas as pd
     rows = []
-    for v in variants:
-        for lr in lrs:
-            run = run_config(v, preset, **{**overrides, 'lr': lr, 'steps': steps, 'eval_every': steps, 'seed': 0,
-                                           'run_dir': str(Path(root) / f"{v}_lr{lr:g}")})
-            Trainer(run, resume=True, progress=progress).fit()
-            val = pd.read_parquet(Path(run.train.run_dir) / 'metrics.parquet').dropna(subset=['val_mse']).iloc[-1]
-            rows.append(dict(variant=v, lr=lr, steps=steps, **{k: val[k] for k in val.index if k.startswith('val_')}))
+    for run in sweep_runs(variants, lrs, preset, fraction, root, **overrides):
+        Trainer(run, resume=True, progress=progress).fit()
+        val = pd.read_parquet(Path(run.train.run_dir) / 'metrics.parquet').dropna(subset=['val_mse']).iloc[-1]
+        rows.append(dict(variant=run.variant, lr=run.train.lr, steps=run.train.steps, **{k: val[k] for k in val.index if k.startswith('val_')}))
     table = pd.DataFrame(rows)
     table['chosen'] = table.index.isin(table.groupby('variant').val_mse.idxmin())
     return table
@@ -567,12 +685,30 @@ def sweep_cli(argv=None):
     print(table.to_string(index=False)); print(json.dumps(chosen))
 
 # %% ../nbs/04_train.ipynb #76f6f99a
-def check_runs(*globs: str) -> int:
-    "Print each run under `globs` whose recorded `code_version` differs from this checkout's, with what to do; 1 if any, else 0."
-    import glob
-    now, stale = code_version(), []
-    for f in sorted(p for g in globs for p in glob.glob(os.path.join(g, 'eval.json'))):
-        made = json.loads(Path(f).read_text()).get('code_version')
-        if made != now: stale.append(f"{Path(f).parent} (made by twa/ {made}, this checkout is {now})")
-    for s in stale: print(f"refusing to reuse {s}: its numbers came from other code. Move it away (or delete it) to retrain it", file=sys.stderr)
-    return int(bool(stale))
+def recorded_settings(run_dir) -> dict | None:
+    "The settings a run folder records (its `eval.json`, else its newest checkpoint), or None if it holds neither."
+    run_dir = Path(run_dir)
+    if (run_dir / 'eval.json').is_file(): return read_json(run_dir / 'eval.json')['config']
+    files = sorted(run_dir.glob(CKPT_GLOB), reverse=True)
+    return load_checkpoint(files[0])['config'] if files else None
+
+def check_reuse(variants, seeds, one_seed=(), preset: str = 'cpu', lrs=(), fraction: float = 0.25, root='runs', chosen: dict | None = None) -> int:
+    "Print each folder `make reports` would reuse that records other settings or code than it would run now, and how to free it; 1 if any, else 0."
+    plan = [(run, True) for run in sweep_runs(variants, lrs, preset, fraction, f"{root}/sweep")] if lrs else []
+    for v in variants:
+        for s in (list(seeds)[:1] if v in one_seed else seeds):
+            plan.append((run_config(v, preset, seed=int(s), lr=float((chosen or {}).get(v, 1e-3)), run_dir=f"{root}/{report_run_name(v, int(s))}"), v in (chosen or {})))
+    now, problems = code_version(), []
+    for run, lr_known in plan:
+        d = Path(run.train.run_dir)
+        try: have = recorded_settings(d)
+        except ValueError as e: problems.append((d, str(e))); continue
+        if have is None: continue
+        want = run_settings(run)
+        if not lr_known: want['train']['lr'] = have.get('train', {}).get('lr')           # chosen by the sweep, later
+        made = read_json(d / 'eval.json').get('code_version') if (d / 'eval.json').is_file() else now
+        if config_diff(have, want): problems.append((d, f"it records other settings ({config_diff(have, want)})"))
+        elif made != now: problems.append((d, f"it was made by other code (twa/ {made}, this checkout is {now})"))
+    for d, why in problems:
+        print(f"refusing to reuse {d}: {why}. Move it away (mv {d} {d}.old) or delete it (rm -r {d}), then run make reports again", file=sys.stderr)
+    return int(bool(problems))

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib import animation
 
 # %% auto #0
-__all__ = ['PALETTE', 'as_image', 'mask_overlay', 'show_reconstruction', 'save_animation']
+__all__ = ['PALETTE', 'as_image', 'mask_overlay', 'show_reconstruction', 'layout_with_title', 'save_animation']
 
 # %% ../nbs/08_viz.ipynb #f193b558
 PALETTE = torch.tensor(plt.get_cmap('tab10').colors, dtype=torch.float32)   # [10, 3]
@@ -37,9 +37,13 @@ def show_reconstruction(video, recon, masks, max_frames: int = 8, title: str | N
     for ax in axes.flat: ax.set_xticks([]); ax.set_yticks([])
     for r, label in enumerate(['input', 'recon', 'slots'] + [f'slot {k}' for k in range(K)]):
         axes[r, 0].set_ylabel(label, fontsize=7, color='black' if r < 3 else tuple(PALETTE[(r - 3) % 10].tolist()))
-    if title: fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.2)
+    layout_with_title(fig, title)
     return fig
+
+def layout_with_title(fig, title: str | None = None, fontsize: int = 9):
+    "`tight_layout`, with `title` above the axes: plain `tight_layout` ignores a suptitle and lets it cover the first row, so the title gets the top 0.3 inch."
+    if title: fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout(pad=0.2, rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if title else None)
 
 # %% ../nbs/08_viz.ipynb #4a6eb89c
 def save_animation(video, recon, masks, path, fps: int = 4) -> Path:
