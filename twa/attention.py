@@ -396,6 +396,7 @@ class Attention:
     maps: bool = False                          # the layer returns `(out, map [b, n_q, n_k])` with return_map=True
     normalizations: tuple = ('keys',)           # which of NORMALIZATIONS it implements
     backends: tuple = ('einsum',)               # which of BACKENDS compute its core
+    same_function_as: str | None = None         # another variant whose functions it computes exactly (reports call the two equal, untested)
 
     def __call__(self, *args, **kwargs) -> nn.Module:
         "Build the variant's layer: `ATTENTIONS[name](dim, heads, context_dim=None)`."
@@ -439,14 +440,16 @@ def missing(record: Attention) -> list:
         got = getattr(record, field)
         if not isinstance(got, tuple) or not got or not set(got) <= set(known):
             out.append(f"{field} must be a non-empty tuple of {known}, got {got!r}")
+    if record.same_function_as is not None and record.same_function_as not in ATTENTIONS:
+        out.append(f"same_function_as={record.same_function_as!r} is not a registered variant (register it first)")
     return out
 
 # %% ../nbs/00_attention.ipynb #7d5ca02a
 def register_attention(name: str, module: type, core: Callable, reference: Callable, flops: Callable, *, uses_pair_mask: bool = False,
-                       maps: bool, normalizations: tuple, backends: tuple, replace: bool = False) -> Attention:
+                       maps: bool, normalizations: tuple, backends: tuple, same_function_as: str | None = None, replace: bool = False) -> Attention:
     "Add a variant to `ATTENTIONS` and return its record; what it can do is declared and checked; an existing name needs `replace=True`."
     if name in ATTENTIONS and not replace: raise ValueError(f"attention variant {name!r} exists; pass replace=True to replace it")
-    record = Attention(name, module, core, reference, flops, uses_pair_mask, maps, tuple(normalizations), tuple(backends))
+    record = Attention(name, module, core, reference, flops, uses_pair_mask, maps, tuple(normalizations), tuple(backends), same_function_as)
     if gaps := missing(record): raise ValueError(f"attention variant {name!r} is incomplete: " + '; '.join(gaps))
     ATTENTIONS[name] = record
     return record
@@ -459,7 +462,8 @@ def rank1_flops(b, h, n_q, n_k, d, n_pairs=None) -> int: return 2 * key_flops(b,
 register_attention('standard', StandardAttention, standard_attention, standard_attention_ref, key_flops, maps=True, normalizations=NORMALIZATIONS, backends=('sdpa', 'flash-attn'))
 register_attention('triple', TripleAttention, triple_attention, triple_attention_ref, pair_flops, uses_pair_mask=True, maps=True, normalizations=NORMALIZATIONS,
                    backends=('chunked', 'cpp', 'triton'))
-register_attention('concat', ConcatAttention, concat_attention, concat_attention_ref, key_flops, maps=True, normalizations=NORMALIZATIONS, backends=('sdpa', 'flash-attn'))
+register_attention('concat', ConcatAttention, concat_attention, concat_attention_ref, key_flops, maps=True, normalizations=NORMALIZATIONS, backends=('sdpa', 'flash-attn'),
+                   same_function_as='standard')          # concat_as_standard, below, maps it exactly
 register_attention('rank1', Rank1Attention, rank1_attention, rank1_attention_ref, rank1_flops, maps=True, normalizations=NORMALIZATIONS, backends=('sdpa', 'flash-attn'))
 
 def attention_flops(name: str, b: int, h: int, n_q: int, n_k: int, d: int, n_pairs: int | None = None) -> int:

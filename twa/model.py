@@ -10,12 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from .attention import ATTENTIONS, local_pairs
+from .attention import ATTENTIONS, local_pairs, pick_backend, use_flash
 
 # %% auto #0
 __all__ = ['CPU_SDPA_FLOPS', 'ModelConfig', 'sincos_2d', 'mlp', 'PatchEmbed', 'SelfBlock', 'SlotAttention', 'SlotEncoder',
-           'SlotPixelAffinity', 'SlotDecoder', 'SlotBasedVideoModel', 'num_params', 'reconstruction_loss',
-           'flop_counter', 'count_flops']
+           'SlotPixelAffinity', 'SlotDecoder', 'mask_noise_factor', 'SlotBasedVideoModel', 'num_params',
+           'reconstruction_loss', 'flop_counter', 'count_flops', 'slot_read_path']
 
 # %% ../nbs/02_model.ipynb #cb308acd
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ class ModelConfig:
     affinity_masks: bool = True      # add the shared slot-pixel affinity to the mask logits
     affinity_scale: float = 5.0      # its learned scale's starting value
     mask_noise: float = 1.0          # std of the Gaussian noise on mask logits while training (0: none)
+    mask_noise_anneal: float = 0.5   # the noise is constant for this share of the training steps, then falls linearly to 0 (1: constant)
     decoder_patch: int = 4           # the decoder renders cells of decoder_patch² pixels
-    decoder_hidden: int = 64
+    decoder_hidden: int = 128
     decoder_layers: int = 3
     local_pairs_above: int = 64      # triple: with more tokens than this, only pairs within pair_radius
     pair_radius: int = 2
@@ -64,6 +65,8 @@ class ModelConfig:
             if getattr(self, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.mask_noise < 0 or self.affinity_scale <= 0:
             raise ValueError(f"need mask_noise >= 0 and affinity_scale > 0, got {self.mask_noise}, {self.affinity_scale}")
+        if not 0 <= self.mask_noise_anneal <= 1:
+            raise ValueError(f"mask_noise_anneal is the share of training before the mask noise starts to fall: need 0 <= it <= 1, got {self.mask_noise_anneal}")
         return self
 
 # %% ../nbs/02_model.ipynb #fc729815
@@ -181,6 +184,7 @@ class SlotDecoder(nn.Module):
         for _ in range(cfg.decoder_layers - 1): layers += [nn.Linear(cfg.decoder_hidden, cfg.decoder_hidden), nn.ReLU()]
         self.net = nn.Sequential(*layers, nn.Linear(cfg.decoder_hidden, cfg.decoder_patch ** 2 * 4))
         self.affinity = SlotPixelAffinity(cfg) if cfg.affinity_masks else None
+        self.noise_scale = 1.0          # the share of mask_noise at this step of training, set by the trainer (mask_noise_factor)
 
     def forward(self, slots, pixels):
         c, p = self.cfg, self.cfg.decoder_patch
@@ -189,9 +193,15 @@ class SlotDecoder(nn.Module):
         y = rearrange(y, 'b t k (h w) (p1 p2 c) -> b t k c (h p1) (w p2)', h=c.image_size // p, p1=p, p2=p)
         rgb, logits = y[:, :, :, :3] + self.colour(z)[..., None, None], y[:, :, :, 3]         # [b, t, K, 3, H, W], [b, t, K, H, W]
         if self.affinity is not None: logits = logits + self.affinity(z, pixels)
-        if self.training and c.mask_noise: logits = logits + c.mask_noise * torch.randn_like(logits)
+        if self.training and c.mask_noise * self.noise_scale: logits = logits + c.mask_noise * self.noise_scale * torch.randn_like(logits)
         masks = logits.softmax(2)
         return (masks[:, :, :, None] * rgb).sum(2), masks
+
+# %% ../nbs/02_model.ipynb #10398ede
+def mask_noise_factor(anneal: float, step: int, steps: int) -> float:
+    "The share of `mask_noise` at 0-based `step` of `steps`: 1 while at most `anneal · steps` steps are done, then falling linearly to 0 at the last step."
+    done = (step + 1) / steps
+    return 1.0 if anneal >= 1 or done <= anneal else max(0.0, (1 - done) / (1 - anneal))
 
 # %% ../nbs/02_model.ipynb #38bd8d1d
 class SlotBasedVideoModel(nn.Module):
@@ -242,3 +252,15 @@ def count_flops(model: nn.Module, video: torch.Tensor) -> dict:
     with flop_counter() as bwd: reconstruction_loss(recon, video).backward()
     model.zero_grad(set_to_none=True)
     return dict(forward=fwd.get_total_flops(), train_step=fwd.get_total_flops() + bwd.get_total_flops())
+
+# %% ../nbs/02_model.ipynb #da14d15b
+def slot_read_path(cfg: ModelConfig, device='cpu') -> str:
+    "The code that computes `cfg`'s slot-read attention on `device` in training, in words."
+    record, normalize = ATTENTIONS[cfg.attention], 'queries' if cfg.competition else 'keys'
+    if record.uses_pair_mask:
+        q = torch.empty(1, cfg.num_slots, cfg.heads, cfg.slot_dim // cfg.heads, device=device)
+        return f"{cfg.attention}: triple_attention backend '{pick_backend('auto', q, normalize)}'"
+    if 'sdpa' not in record.backends: return f"{cfg.attention}: {record.core.__name__}"
+    if normalize == 'queries': return f"{cfg.attention}: einsum softmax over slots (competition)"
+    fast = torch.device(device).type == 'cuda' and use_flash(torch.empty(1, 1, 1, 8, device=device, dtype=torch.bfloat16))
+    return f"{cfg.attention}: {'flash-attn' if fast else 'scaled_dot_product_attention'}"

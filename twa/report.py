@@ -9,19 +9,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+from .attention import ATTENTIONS, local_pairs
 from .variants import VARIANTS
 
 # %% auto #0
-__all__ = ['QUALITY', 'HIGHER_IS_BETTER', 'MASK_QUALITY', 'SUMMARY_COLUMNS', 'NOT_LEARNED', 'LEARNED', 'SEGMENTS', 'DIFF',
-           'DIFF_ONE_SEED', 'COMPARISON', 'EFFICIENCY', 'DIFF_DB', 'DIFF_DB_ONE_SEED', 'OVERHEAD', 'SHORT_QUALITY',
-           'SHORT_NOT_LEARNED', 'SHORT_EFFICIENCY', 'SHORT_COST', 'SWEEP_EDGE', 'SWEEP_INSIDE', 'load_runs', 'flatten',
-           'shared_settings', 'check_comparable', 'summary_table', 'mean_ci', 'welch', 'holm', 'val_curve',
-           'at_compute', 'steps_to_reach', 'learned', 'comparisons', 'compute_budget', 'answer_tests', 'cost_ratios',
-           'reach_table', 'headline', 'answers', 'interval', 'short_answers', 'readable', 'sweep_note']
+__all__ = ['QUALITY', 'HIGHER_IS_BETTER', 'TESTED', 'MASK_QUALITY', 'SUMMARY_COLUMNS', 'REACHED_ALL', 'REACHED_SOME',
+           'REACHED_NONE', 'LEARNED_MARGIN_DB', 'NOT_LEARNED', 'LEARNED', 'SEGMENTS', 'DIFF', 'DIFF_ONE_SEED',
+           'COMPARISON', 'EFFICIENCY', 'EQUAL', 'DIFF_MEASURED', 'DIFF_DB', 'DIFF_DB_EQUAL', 'DIFF_DB_ONE_SEED',
+           'OVERHEAD', 'SHORT_QUALITY', 'SHORT_NOT_LEARNED', 'SHORT_EFFICIENCY', 'SHORT_COST', 'SWEEP_EDGE',
+           'SWEEP_INSIDE', 'load_runs', 'flatten', 'shared_settings', 'check_comparable', 'summary_table', 'mean_ci',
+           'welch', 'paired', 'difference', 'holm', 'val_curve', 'at_compute', 'steps_to_reach', 'learned',
+           'comparisons', 'same_function', 'compute_budget', 'answer_tests', 'cost_ratios', 'reach_table',
+           'reach_sentence', 'headline', 'diff_text', 'answers', 'pair_coverage', 'caveats', 'interval',
+           'short_answers', 'readable', 'sweep_note']
 
 # %% ../nbs/09_report.ipynb #fabf3cea
 QUALITY = ('mse', 'psnr', 'ssim', 'fg_ari', 'mbo')          # test metrics, in report order
 HIGHER_IS_BETTER = dict(mse=False, psnr=True, ssim=True, fg_ari=True, mbo=True)
+TESTED = ('psnr', 'ssim', 'fg_ari', 'mbo')                  # one test per quantity: MSE is PSNR's quantity, reported, not tested
 
 def load_runs(runs_glob: str, preset: str | None = None) -> tuple[list[dict], list[str]]:
     "Finished runs in the folders `runs_glob` matches (one glob, or several separated by spaces), at `preset` if given, as dicts with dir, variant, seed, config, eval, log; and notes on the folders left out. A damaged run file is named by its path."
@@ -109,6 +114,21 @@ def welch(x, y, level: float = 0.95) -> dict:
     half = stats.t.ppf(0.5 + level / 2, df) * se
     return dict(diff=diff, low=diff - half, high=diff + half, p=float(2 * stats.t.sf(abs(diff) / se, df)))
 
+def paired(x, y, level: float = 0.95) -> dict:
+    "`mean(x - y)` over pairs (`x[i]` and `y[i]` from the same seed) with its Student-t interval and two-sided paired p-value (NaN with fewer than 2 pairs)."
+    d = np.asarray(x, float) - np.asarray(y, float); d = d[~np.isnan(d)]
+    if len(d) < 2: return dict(diff=float(d.mean()) if len(d) else float('nan'), low=float('nan'), high=float('nan'), p=float('nan'))
+    diff, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    if se == 0: return dict(diff=diff, low=diff, high=diff, p=0.0 if diff else 1.0)
+    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * se
+    return dict(diff=diff, low=diff - half, high=diff + half, p=float(2 * stats.t.sf(abs(diff) / se, len(d) - 1)))
+
+def difference(x: pd.Series, y: pd.Series, level: float = 0.95) -> dict:
+    "`x - y` for values indexed by seed: paired when both sides hold the same seeds (at least 2), Welch's otherwise; `test` names which."
+    x, y = x.dropna(), y.dropna()
+    if len(x) >= 2 and set(x.index) == set(y.index): return dict(paired(x.sort_index(), y.sort_index().loc[x.sort_index().index], level), test='paired')
+    return dict(welch(x, y, level), test='Welch')
+
 def holm(p) -> np.ndarray:
     "Holm-adjusted p-values (NaN stays NaN and does not count as a test)."
     p = np.asarray(p, float); out = np.full_like(p, np.nan)
@@ -157,30 +177,38 @@ def comparisons(variants: list[str], reference: str) -> list[tuple[str, str]]:
     if 'triple' in variants and 'standard_pm' in variants and reference != 'standard_pm': pairs.append(('triple', 'standard_pm'))
     return pairs
 
+def same_function(a: str, b: str) -> bool:
+    "Whether variant `a` computes the same functions as variant `b` (its attention registered `same_function_as` b's, neither derived)."
+    va, vb = VARIANTS[a], VARIANTS[b]
+    return va.derive is None and vb.derive is None and ATTENTIONS[va.attention].same_function_as == vb.attention
+
 def compute_budget(runs: list[dict], reference: str) -> float:
     "Training FLOPs of the reference's runs (mean over seeds)."
     return float(np.mean([r['eval']['flops_per_step'] * r['config']['train']['steps'] for r in runs if r['variant'] == reference]))
 
 def answer_tests(runs: list[dict], summary: pd.DataFrame, reference: str) -> pd.DataFrame:
-    "Every test of the answers, with Welch intervals, raw and Holm-corrected p-values and a verdict."
+    "Every test of the answers: difference, interval, test (paired or Welch), raw and Holm-corrected p-values and a verdict."
     variants = [v for v in VARIANTS if v in set(summary.variant)]
     budget = compute_budget(runs, reference)
-    final_ref = [val_curve(r).val_psnr.iloc[-1] for r in runs if r['variant'] == reference]
+    final_ref = pd.Series({r['seed']: val_curve(r).val_psnr.iloc[-1] for r in runs if r['variant'] == reference})
+    by_seed = lambda v, m: summary[summary.variant == v].set_index('seed')[m]
     rows = []
     for a, b in comparisons(variants, reference):
-        for m in QUALITY:
+        equal = same_function(a, b)
+        for m in TESTED:
             if m not in summary or summary[m].isna().all(): continue
-            w = welch(summary.loc[summary.variant == a, m], summary.loc[summary.variant == b, m])
-            rows.append(dict(question='quality', variant=a, versus=b, metric=m, higher_is_better=HIGHER_IS_BETTER[m], **w))
+            rows.append(dict(question='quality', variant=a, versus=b, metric=m, higher_is_better=HIGHER_IS_BETTER[m], equal=equal,
+                             **difference(by_seed(a, m), by_seed(b, m))))
         if b == reference:
-            at = [at_compute(r, budget).get('val_psnr', np.nan) for r in runs if r['variant'] == a]
-            rows.append(dict(question='efficiency', variant=a, versus=b, metric='val_psnr at equal compute', higher_is_better=True, **welch(at, final_ref)))
+            at = pd.Series({r['seed']: at_compute(r, budget).get('val_psnr', np.nan) for r in runs if r['variant'] == a})
+            rows.append(dict(question='efficiency', variant=a, versus=b, metric='val_psnr at equal compute', higher_is_better=True, equal=equal,
+                             **difference(at, final_ref)))
     tests = pd.DataFrame(rows)
-    tests['p_holm'] = holm(tests.p)
+    tests['p_holm'] = holm(tests.p.where(~tests.equal))                    # equal by construction: measured, not tested
     resolved = tests.p_holm < 0.05
     better = (tests['diff'] > 0) == tests.higher_is_better
-    tests['verdict'] = np.where(~resolved, 'not resolved', np.where(better, 'better', 'worse'))
-    return tests
+    tests['verdict'] = np.where(tests.equal, 'equal by construction', np.where(~resolved, 'not resolved', np.where(better, 'better', 'worse')))
+    return tests.drop(columns='equal')
 
 # %% ../nbs/09_report.ipynb #c1e5582c
 def cost_ratios(summary: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -190,14 +218,28 @@ def cost_ratios(summary: pd.DataFrame, reference: str) -> pd.DataFrame:
     return means / means.loc[reference]
 
 def reach_table(runs: list[dict], reference: str) -> pd.DataFrame:
-    "Per variant: runs that reached the reference's final validation MSE, and mean steps and seconds to get there."
+    "Per variant: how many of its runs reached the reference's final validation MSE (mean over seeds), and the mean steps, training GFLOP and seconds of those that did; `budget_steps` is what every run had."
     target = np.mean([val_curve(r).val_mse.iloc[-1] for r in runs if r['variant'] == reference])
-    rows = [dict(variant=r['variant'], seed=r['seed'], **dict(zip(('steps', 'seconds'), steps_to_reach(r, target)))) for r in runs]
-    t = pd.DataFrame(rows).groupby('variant', sort=False)
-    return pd.DataFrame(dict(target_val_mse=target, reached=t.steps.count().astype(str) + '/' + t.size().astype(str),
-                             steps=t.steps.mean(), seconds=t.seconds.mean()))
+    rows = [dict(variant=r['variant'], seed=r['seed'], budget_steps=r['config']['train']['steps'], flops_per_step=r['eval']['flops_per_step'],
+                 **dict(zip(('steps', 'seconds'), steps_to_reach(r, target)))) for r in runs]
+    t = pd.DataFrame(rows).assign(gflop=lambda d: d.steps * d.flops_per_step / 1e9).groupby('variant', sort=False)
+    return pd.DataFrame(dict(target_val_mse=target, reached=t.steps.count(), runs=t.size(), steps=t.steps.mean(), gflop=t.gflop.mean(),
+                             seconds=t.seconds.mean(), budget_steps=t.budget_steps.max()))
+
+REACHED_ALL = "Reached `{versus}`'s final validation MSE in all {runs} runs, after {steps:.0f} steps ({gflop:.3g} GFLOP, {seconds:.0f} s) on average."
+REACHED_SOME = ("Reached `{versus}`'s final validation MSE in {reached} of {runs} runs (after {steps:.0f} steps, {gflop:.3g} GFLOP, {seconds:.0f} s "
+                "on average); not within the budget of {budget_steps} steps in the other {missed}.")
+REACHED_NONE = "Did not reach `{versus}`'s final validation MSE within the budget of {budget_steps} steps in {runs} of {runs} runs."
+
+def reach_sentence(row: pd.Series, versus: str) -> str:
+    "How a variant's runs converged, in steps and FLOPs to the reference's final validation MSE, or how many did not within the budget."
+    k, n = int(row.reached), int(row.runs)
+    template = REACHED_ALL if k == n else REACHED_SOME if k else REACHED_NONE
+    return template.format(**{**row.to_dict(), 'runs': n, 'reached': k, 'budget_steps': int(row.budget_steps)}, versus=versus, missed=n - k)
 
 # %% ../nbs/09_report.ipynb #ebd6cbe6
+LEARNED_MARGIN_DB = 2.0   # dB above the strongest trivial reconstruction before quality is compared
+
 NOT_LEARNED = ("**No variant learned the task at this budget.** `{reference}` reaches {psnr:.2f} dB mean test PSNR; the best "
                "trivial baseline (`{baseline}`) reaches {baseline_psnr:.2f} dB, and a model must beat it by {required:.0f} dB before its "
                "quality is compared. No quality claim is made.")
@@ -205,12 +247,16 @@ LEARNED = ("`{reference}` learned the task: {psnr:.2f} dB mean test PSNR, {margi
            "(`{baseline}`, {baseline_psnr:.2f} dB).")
 SEGMENTS = ("Its slots segment the objects with FG-ARI {fg_ari:.3f}, {side} the best trivial segmentation (`{seg_baseline}`, "
             "{seg_baseline_fg_ari:.3f}).")
-DIFF = "{metric} {diff:+.4g} [{low:+.4g}, {high:+.4g}], Holm p = {p_holm:.3g}"
+DIFF = "{metric} {diff:+.4g} [{low:+.4g}, {high:+.4g}], {test} Holm p = {p_holm:.3g}"
 DIFF_ONE_SEED = "{metric} {diff:+.4g} (a single seed on one side: no interval, no test)"
 COMPARISON = "- `{variant}` vs `{versus}`: {headline}. {details}."
 EFFICIENCY = ("- `{variant}`: validation PSNR at `{versus}`'s training compute ({gflop:.3g} GFLOP) differs from `{versus}`'s final by "
-              "{difference}. Reached `{versus}`'s final validation MSE in {reached} runs{reach_detail}.")
-DIFF_DB = "{diff:+.2f} dB [{low:+.2f}, {high:+.2f}], Holm p = {p_holm:.3g}: {verdict}"
+              "{difference}. {reach}")
+EQUAL = ("- `{variant}` vs `{versus}`: equal by construction (its attention computes the same functions as `{versus}`'s); measured "
+         "differences, from initialisation and sampling alone: {details}.")
+DIFF_MEASURED = "{metric} {diff:+.4g} [{low:+.4g}, {high:+.4g}]"
+DIFF_DB = "{diff:+.2f} dB [{low:+.2f}, {high:+.2f}], {test} Holm p = {p_holm:.3g}: {verdict}"
+DIFF_DB_EQUAL = "{diff:+.2f} dB [{low:+.2f}, {high:+.2f}] (equal by construction: measured, not tested)"
 DIFF_DB_ONE_SEED = "{diff:+.2f} dB (a single seed on one side: no interval, no test)"
 OVERHEAD = ("- `{variant}`: {params:.2f}x the parameters, {flops_per_step:.2f}x the FLOPs per step, {step_time_s:.2f}x the step time, "
             "{peak_memory_mb:.2f}x the peak memory of `{reference}`.")
@@ -222,7 +268,12 @@ def headline(group: pd.DataFrame) -> str:
     if unresolved: parts.append(f"not resolved on {', '.join(unresolved)} (inconclusive at these seeds)")
     return '; '.join(parts)
 
-def answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = 2.0) -> str:
+def diff_text(r: dict, measured: str, untested: str, tested: str) -> str:
+    "A test row in words: without an interval (one seed), measured only (equal by construction), or with its test."
+    if math.isnan(r['low']): return untested.format(**r)
+    return (measured if r['verdict'] == 'equal by construction' else tested).format(**r)
+
+def answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = LEARNED_MARGIN_DB) -> str:
     "The three answers in markdown, every number from the tables."
     fit, tests = learned(summary, reference, margin_db), answer_tests(runs, summary, reference)
     lines = ['### 1. Does triple-wise attention reconstruct better?', '']
@@ -231,18 +282,47 @@ def answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: 
         side = 'above' if fit['fg_ari'] > fit['seg_baseline_fg_ari'] else 'below'
         lines += [LEARNED.format(**fit) + ('' if math.isnan(fit['seg_baseline_fg_ari']) else ' ' + SEGMENTS.format(**fit, side=side)), '']
         for (a, b), g in tests[tests.question == 'quality'].groupby(['variant', 'versus'], sort=False):
-            details = '; '.join((DIFF_ONE_SEED if math.isnan(r['p']) else DIFF).format(**r) for r in g.to_dict('records'))
-            lines.append(COMPARISON.format(variant=a, versus=b, headline=headline(g), details=details))
+            details = '; '.join(diff_text(r, DIFF_MEASURED, DIFF_ONE_SEED, DIFF) for r in g.to_dict('records'))
+            equal = (g.verdict == 'equal by construction').all()
+            lines.append((EQUAL if equal else COMPARISON).format(variant=a, versus=b, headline=headline(g), details=details))
     lines += ['', '### 2. Training efficiency', '']
     reach, gflop = reach_table(runs, reference), compute_budget(runs, reference) / 1e9
     for r in tests[tests.question == 'efficiency'].to_dict('records'):
-        row = reach.loc[r['variant']]
-        detail = f", after {row.steps:.0f} steps and {row.seconds:.0f} s on average" if not math.isnan(row.steps) else ''
-        difference = (DIFF_DB_ONE_SEED if math.isnan(r['p']) else DIFF_DB).format(**r)
-        lines.append(EFFICIENCY.format(**r, difference=difference, gflop=gflop, reached=row.reached, reach_detail=detail))
+        difference = diff_text(r, DIFF_DB_EQUAL, DIFF_DB_ONE_SEED, DIFF_DB)
+        lines.append(EFFICIENCY.format(**r, difference=difference, gflop=gflop, reach=reach_sentence(reach.loc[r['variant']], reference)))
     lines += ['', '### 3. Overhead', '']
     ratios = cost_ratios(summary, reference)
     lines += [OVERHEAD.format(variant=v, reference=reference, **row) for v, row in ratios.iterrows() if v != reference]
+    return '\n'.join(lines)
+
+# %% ../nbs/09_report.ipynb #850cad3c
+def pair_coverage(model: dict) -> float | None:
+    "Share of token pairs a pair variant's slot read sees (1.0 with all pairs), from a run's model config; None for a variant without pairs."
+    if not ATTENTIONS[model['attention']].uses_pair_mask: return None
+    grid = model['image_size'] // model['patch_size']
+    if grid * grid <= model['local_pairs_above']: return 1.0
+    return local_pairs(grid, grid, model['pair_radius']).sum().item() / grid ** 4
+
+def caveats(runs: list[dict]) -> str:
+    "The settings that bound the answers, one markdown item each, computed from the runs."
+    model, train = runs[0]['config']['model'], runs[0]['config']['train']
+    seeds = sorted({r['seed'] for r in runs})
+    grid, radius = model['image_size'] // model['patch_size'], model['pair_radius']
+    lines = [f"- **Budget:** {train['steps']} steps of {train['batch_size']} clips per run; seeds {', '.join(map(str, seeds))} "
+             f"(the seed also fixes the data, so differences are paired by seed).",
+             f"- **Where the variants act:** the slot read only ({model['slot_iters']} rounds on the first frame, {model['carry_iters']} on each "
+             f"later one, {model['num_slots']} slots over {grid * grid} tokens); the {model['token_layers']} token self-attention layers are standard in every variant."]
+    for v in dict.fromkeys(r['variant'] for r in runs):
+        cover = pair_coverage(next(r for r in runs if r['variant'] == v)['config']['model'])
+        if cover is None: continue
+        lines.append(f"- **Pair coverage:** `{v}` sees {'all token pairs' if cover == 1 else f'the token pairs within radius {radius} on the {grid}×{grid} grid'}: "
+                     f"{round(cover * grid ** 4):,} of {grid ** 4:,} ({100 * cover:.1f}%).")
+    paths = {r['variant']: (r['eval'].get('slot_read_path'), r['eval'].get('device')) for r in runs}
+    timed = '; '.join(f"{p} on {d}" if p else f"{v}: not recorded" for v, (p, d) in paths.items())
+    lines.append(f"- **Timed:** the mean step time after the first five steps; the slot read ran as {timed}.")
+    kinds = sorted({r['eval'].get('peak_memory_kind', 'unrecorded measure') for r in runs})
+    lines.append(f"- **Memory:** peak memory is the {' / '.join(kinds)}"
+                 + (": the whole process (weights, data, activations), not the attention alone." if 'process max RSS' in kinds else "."))
     return '\n'.join(lines)
 
 # %% ../nbs/09_report.ipynb #5289d1e3
@@ -255,9 +335,9 @@ SHORT_COST = ("**3. Cost:** `{variant}` takes {step_time_s:.1f}x the step time, 
 
 def interval(r: dict) -> str:
     "`[low, high]` of a test row, or why there is none."
-    return "(one seed: no interval)" if math.isnan(r['p']) else f"[{r['low']:+.2f}, {r['high']:+.2f}]"
+    return "(one seed: no interval)" if math.isnan(r['low']) else f"[{r['low']:+.2f}, {r['high']:+.2f}], {r['test']}"
 
-def short_answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = 3.0) -> str:
+def short_answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = LEARNED_MARGIN_DB) -> str:
     "The three answers in one markdown line each, for the variant the question is about (`triple`, else the first other than `reference`)."
     others = [v for v in VARIANTS if v in set(summary.variant) and v != reference]
     if not others: return f"Only `{reference}` ran: nothing to compare."

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from fastcore.basics import patch
 from .config import RunConfig, TrainConfig, run_config, report_run_name
 from .data import SPLITS, make_dataset, collate, video_to
-from .model import ModelConfig, SlotBasedVideoModel, num_params, count_flops, reconstruction_loss
+from .model import ModelConfig, SlotBasedVideoModel, num_params, count_flops, reconstruction_loss, slot_read_path, mask_noise_factor
 from .metrics import video_metrics, summarize, baseline_metrics
 
 # %% auto #0
@@ -472,6 +472,7 @@ def one_step(self: Trainer, step: int, video, writer, bar) -> int:
     "Train step `step` on a batch; log it, evaluate, checkpoint as due; returns the next step."
     tc, t0 = self.run.train, time.perf_counter()
     video, lr = video_to(video, self.device), self.opt.param_groups[0]['lr']
+    self.model.decoder.noise_scale = mask_noise_factor(self.run.model.mask_noise_anneal, step, tc.steps)   # a function of the step: resumes exactly
     loss, grad_norm, bad = self.train_step(video)
     if bad is not None:
         msg = f"non-finite {bad} at step {step} (loss {loss})"
@@ -536,7 +537,7 @@ def final_report(self: Trainer) -> dict:
     return dict(test=self.evaluate(self.test_set, tc.test_clips), baselines=baselines, flops_per_step=flops['train_step'] * self.world,
                 flops_forward_per_clip=flops['forward'] / min(tc.batch_size, len(video)), mean_step_time_s=float(step_time),
                 peak_memory_mb=peak / 2 ** 20, peak_memory_kind='cuda allocated' if self.device.type == 'cuda' else 'process max RSS',
-                wall_time_s=float(steps['elapsed'].iloc[-1]))
+                wall_time_s=float(steps['elapsed'].iloc[-1]), device=self.device.type, slot_read_path=slot_read_path(self.run.model, self.device))
 
 # %% ../nbs/04_train.ipynb #d08dfb8b
 DETERMINISTIC_COLUMNS = ['step', 'loss', 'lr', 'grad_norm', 'skipped']   # plus every val_* column; clips_per_s and elapsed are wall-clock
