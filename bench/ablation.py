@@ -26,7 +26,7 @@ ROWS = {                                           # name -> (what changes, mode
     'no temporal carry': ('every frame starts from the learned slots', dict(temporal_carry=False)),
     'decoder patch 2': ('the decoder MLP renders 2 x 2-pixel cells instead of 4 x 4', dict(decoder_patch=2)),
     'constant mask noise': ('the mask noise stays at full strength to the last step (no annealing)', dict(mask_noise_anneal=1.0)),
-    'decoder hidden 64': ('a decoder MLP half as wide (64 instead of 128)', dict(decoder_hidden=64)),
+    'decoder hidden 128': ('a decoder MLP twice as wide (128 instead of 64)', dict(decoder_hidden=128)),
 }
 
 def step_time(overrides: dict, steps: int = 8) -> float:

@@ -41,7 +41,7 @@ class ModelConfig:
     mask_noise: float = 1.0          # std of the Gaussian noise on mask logits while training (0: none)
     mask_noise_anneal: float = 0.5   # the noise is constant for this share of the training steps, then falls linearly to 0 (1: constant)
     decoder_patch: int = 4           # the decoder renders cells of decoder_patch² pixels
-    decoder_hidden: int = 128
+    decoder_hidden: int = 64
     decoder_layers: int = 3
     local_pairs_above: int = 64      # triple: with more tokens than this, only pairs within pair_radius
     pair_radius: int = 2
