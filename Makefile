@@ -68,6 +68,9 @@ SEEDS    ?= 0 1 2
 ONE_SEED ?= concat
 LRS      ?= 5e-4 1e-3 2e-3
 SWEEP    ?= 0.25
+## Runs trained at once, one thread each: on 2 cores two 1-thread runs do about twice the work of one 2-thread run
+## (a 2-thread step of `standard` takes 0.149 s with OMP_WAIT_POLICY=PASSIVE, a 1-thread step 0.134 s; bench/load.py).
+JOBS     ?= $(shell nproc 2>/dev/null || echo 1)
 
 ## Every run folder make reports will reuse, checked against the settings and code it would run now (twa.train.check_reuse);
 ## after the sweep, the learning rates it chose are checked too.
@@ -81,19 +84,22 @@ HTML = $(BIN)/jupyter nbconvert --log-level=ERROR --to html --no-input --TagRemo
 reports: install
 	@mkdir -p reports runs; start=$$(date +%s); \
 	$(CHECK_REUSE) || exit 1; \
-	echo "sweep: $(VARIANTS) at lr $(LRS), $(SWEEP) of the $(PRESET) preset's steps"; \
-	$(BIN)/twa-sweep --variants $(VARIANTS) --lrs $(LRS) --preset $(PRESET) --fraction $(SWEEP) --out runs/sweep || exit 1; \
+	echo "sweep: $(VARIANTS) at lr $(LRS), $(SWEEP) of the $(PRESET) preset's steps, $(JOBS) at once"; \
+	printf '%s\n' $(VARIANTS) | xargs -P $(JOBS) -I{} $(BIN)/twa-sweep --variants {} --lrs $(LRS) --preset $(PRESET) --fraction $(SWEEP) \
+	  --out runs/sweep --set threads=1 || exit 1; \
+	$(BIN)/twa-sweep --variants $(VARIANTS) --lrs $(LRS) --preset $(PRESET) --fraction $(SWEEP) --out runs/sweep --set threads=1 || exit 1; \
 	cp runs/sweep/lr_sweep.csv reports/lr_sweep.csv; \
 	$(CHECK_REUSE) || exit 1; \
-	dirs=""; for v in $(VARIANTS); do \
+	dirs=""; todo=""; for v in $(filter triple,$(VARIANTS)) $(filter-out triple,$(VARIANTS)); do \
 	  lr=$$($(BIN)/python -c "import json; print(json.load(open('runs/sweep/chosen.json'))['$$v'])"); \
 	  seeds="$(SEEDS)"; if [[ " $(ONE_SEED) " == *" $$v "* ]]; then seeds=$${seeds%% *}; fi; \
 	  for s in $$seeds; do \
 	    name=$$($(BIN)/python -c "from twa.config import report_run_name; print(report_run_name('$$v', $$s))"); \
-	    echo "train runs/$$name (lr $$lr)"; dirs="$$dirs runs/$$name"; \
-	    $(PM) nbs/train.ipynb reports/train_$$name.ipynb -p attention $$v -p seed $$s -p preset $(PRESET) -p lr $$lr \
-	      -p run_dir runs/$$name -p resume True -p progress log || exit 1; \
+	    dirs="$$dirs runs/$$name"; todo="$$todo$$v $$s $$lr $$name"$$'\n'; \
 	  done; done; \
+	printf '%s' "$$todo" | xargs -P $(JOBS) -L 1 bash -c 'echo "train runs/$$3 (lr $$2)"; \
+	  $(PM) nbs/train.ipynb reports/train_$$3.ipynb -p attention $$0 -p seed $$1 -p preset $(PRESET) -p lr $$2 \
+	    -p run_dir runs/$$3 -p resume True -p progress log -p threads 1' || exit 1; \
 	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob "$$dirs" -p preset $(PRESET) || exit 1; \
 	$(HTML) reports/*.ipynb --output-dir reports/html || exit 1; \
 	echo "reports: done in $$(( $$(date +%s) - start )) s"

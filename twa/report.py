@@ -317,8 +317,8 @@ def caveats(runs: list[dict]) -> str:
         if cover is None: continue
         lines.append(f"- **Pair coverage:** `{v}` sees {'all token pairs' if cover == 1 else f'the token pairs within radius {radius} on the {grid}×{grid} grid'}: "
                      f"{round(cover * grid ** 4):,} of {grid ** 4:,} ({100 * cover:.1f}%).")
-    paths = {r['variant']: (r['eval'].get('slot_read_path'), r['eval'].get('device')) for r in runs}
-    timed = '; '.join(f"{p} on {d}" if p else f"{v}: not recorded" for v, (p, d) in paths.items())
+    paths = {r['variant']: (r['eval'].get('slot_read_path'), r['eval'].get('device'), r['eval'].get('threads')) for r in runs}
+    timed = '; '.join(f"{p} on {d}" + (f" ({n} thread{'s' * (n != 1)})" if n else '') if p else f"{v}: not recorded" for v, (p, d, n) in paths.items())
     lines.append(f"- **Timed:** the mean step time after the first five steps; the slot read ran as {timed}.")
     kinds = sorted({r['eval'].get('peak_memory_kind', 'unrecorded measure') for r in runs})
     lines.append(f"- **Memory:** peak memory is the {' / '.join(kinds)}"
