@@ -26,9 +26,13 @@ export-check: install
 	  echo "twa/ or README.md differ from what the notebooks export: run 'make readme' and 'nbdev_export', then commit"; rm -rf $$tmp; exit 1; fi; \
 	rm -rf $$tmp; echo "export-check: twa/ and README.md match the notebooks"
 
-## README.md from nbs/index.ipynb (nbdev_readme needs Quarto; nbconvert gives the same markdown).
+## README.md from nbs/index.ipynb (nbdev_readme needs Quarto; nbconvert gives the same markdown), with "What we found" from
+## reports/findings.md (written by compare.ipynb in make reports) in place of the line <!-- reports/findings.md -->.
 readme: install
 	@tmp=$$(mktemp -d) && $(BIN)/jupyter nbconvert --log-level=ERROR --to markdown nbs/index.ipynb --output-dir $$tmp --output README && \
+	$(BIN)/python -c "import sys; from pathlib import Path; r, f = Path(sys.argv[1]), Path('reports/findings.md'); \
+	  found = f.read_text().strip() if f.exists() else '## What we found\n\nNothing yet: \x60make reports\x60 writes it.'; \
+	  r.write_text(r.read_text().replace('<!-- reports/findings.md -->', found))" $$tmp/README.md && \
 	mv $$tmp/README.md README.md && rm -rf $$tmp
 
 # Without a GPU, Triton kernels run in Triton's interpreter; it must be on before any notebook imports triton.
@@ -102,6 +106,7 @@ reports: install
 	    -p run_dir runs/$$3 -p resume True -p progress log -p threads 1' || exit 1; \
 	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob "$$dirs" -p preset $(PRESET) || exit 1; \
 	$(HTML) reports/*.ipynb --output-dir reports/html || exit 1; \
+	$(MAKE) --no-print-directory readme || exit 1; \
 	echo "reports: done in $$(( $$(date +%s) - start )) s"
 
 ## JupyterLab on the repository root (nbs/ and reports/), bound to localhost with its token; as root it needs --allow-root.
