@@ -15,7 +15,8 @@ the time from a layer's forward call to its return, and from the gradient of its
 inputs, over the whole step's time. `paths` counts the attention functions the layers called in one step
 (`triple_attention` is the fast path, `*_map` the einsum map functions), so the table names the code it timed.
 """
-import argparse, collections, time
+import argparse, collections, os, time
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before PyTorch loads OpenMP: spinning threads make a shared machine's noise 10-70x (bench/load.py)
 from pathlib import Path
 from unittest import mock
 import pandas as pd
