@@ -86,7 +86,7 @@ def test_papermill_as_written(repo):
 
 
 def test_make_reports_as_written(repo):
-    cmd = next(c for c in readme_commands() if c.startswith('make reports')) + " SEEDS='0 1' LRS='1e-3 3e-3'"
+    cmd = next(c for c in readme_commands() if c.startswith('make reports')) + " VARIANTS='standard triple concat' SEEDS='0 1' LRS='1e-3 3e-3'"   # concat: ONE_SEED
     run(".venv/bin/papermill nbs/train.ipynb other.ipynb -p attention standard -p preset smoke -p seed 1 -p steps 2 -p run_dir runs/standard_s1", repo)
     refused = subprocess.run(['bash', '-c', smoke(cmd)], cwd=repo, capture_output=True, text=True, env=environment(repo))
     said = refused.stdout + refused.stderr

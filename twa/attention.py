@@ -214,11 +214,27 @@ def cpu_kernel():
     from twa.cpu_kernel import load_cpu_kernel
     return load_cpu_kernel()
 
+def use_pair_kernel(q: torch.Tensor, normalize: str, masks: str, window) -> bool:
+    "Whether `backend='auto'` takes the sparse-pair kernel of `twa.pair_kernel`: a pair mask the only mask, normalize='queries', CPU tensors, the kernel built, `TWA_CPU_KERNEL` not 0."
+    if masks != 'pairs' or window is not None or normalize != 'queries' or q.device.type != 'cpu': return False
+    from twa.cpu_kernel import cpu_kernel_or_none
+    return cpu_kernel_or_none('pair_kernel') is not None
+
+def pair_kernel_attention(qs, k1, k2, v1, v2, pair_mask):
+    "`twa.pair_kernel.pair_attention` (imported on first use) on the flattened heads `triple_attention` makes."
+    from twa.pair_kernel import pair_attention
+    return pair_attention(qs, k1, k2, v1, v2, pair_mask)
+
 # %% ../nbs/00_attention.ipynb #6ce213e4
-def pick_backend(backend: str, q: torch.Tensor, normalize: str, window=None) -> str:
-    "Resolve `backend` ('auto', 'chunked', 'cpp' or 'triton') for `q`; raise a `ValueError` for one that cannot run."
-    if backend not in ('auto', 'chunked', 'cpp', 'triton'): raise ValueError(f"backend must be 'auto', 'chunked', 'cpp' or 'triton', got {backend!r}")
-    if backend == 'auto': return 'triton' if use_triton(q) and triton_fits(q, normalize) else 'cpp' if use_cpu_kernel(q, window) else 'chunked'
+def pick_backend(backend: str, q: torch.Tensor, normalize: str, window=None, masks: str = 'other') -> str:
+    "Resolve `backend` ('auto', 'chunked', 'cpp', 'pairs' or 'triton') for `q`; `masks` is 'none', 'pairs' (a `pair_mask` only) or 'other' (causal or key padding too). Raise a `ValueError` for one that cannot run."
+    if backend not in ('auto', 'chunked', 'cpp', 'pairs', 'triton'): raise ValueError(f"backend must be 'auto', 'chunked', 'cpp', 'pairs' or 'triton', got {backend!r}")
+    if backend == 'auto':
+        if use_triton(q) and triton_fits(q, normalize): return 'triton'
+        return 'cpp' if use_cpu_kernel(q, window) else 'pairs' if use_pair_kernel(q, normalize, masks, window) else 'chunked'
+    if backend == 'pairs' and (normalize != 'queries' or q.device.type != 'cpu' or window is not None or masks == 'other'):
+        raise ValueError("backend='pairs' is the compiled CPU kernel of pair masks with normalize='queries': it needs CPU tensors and no causal mask, "
+                         "window or key_padding_mask; use backend='chunked' (or 'auto') otherwise")
     if backend == 'cpp' and (window is None or q.device.type != 'cpu'):
         raise ValueError("backend='cpp' is the compiled CPU kernel of windowed calls: it needs window=(w1, w2) and CPU tensors; use backend='chunked' (or 'auto') otherwise")
     if backend == 'triton' and not q.is_cuda and os.environ.get('TRITON_INTERPRET') != '1':
@@ -231,7 +247,8 @@ def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False
     "2-simplicial attention: `q [b, n_q, h, d]`, `k1, v1 [b, n_1, h_kv, d]`, `k2, v2 [b, n_2, h_kv, d]` -> `[b, n_q, h, d]`; options as tabled above."
     h_kv, pair_mask, causal, window, pads = check_triple(q, k1, k2, v1, v2, pair_mask, causal, window, key_padding_mask, normalize)
     if chunk_size is not None and chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    backend = pick_backend(backend, q, normalize, window)
+    masks = 'other' if causal or any(m is not None for m in pads) else 'none' if pair_mask is None else 'pairs'
+    backend = pick_backend(backend, q, normalize, window, masks)
     b, nq, h, d = q.shape
     scale = d ** -0.5 if scale is None else scale
     pads = tuple(None if m is None else repeat(m.to(q.device), 'b n -> (b h) n', h=h_kv) for m in pads)
@@ -241,6 +258,7 @@ def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False
     qs = rearrange(q, 'b n (hk g) d -> (b hk) g n d', hk=h_kv).to(dtype) * (scale * LOG2E)
     k1, k2, v1, v2 = (rearrange(t, 'b n h d -> (b h) n d').to(dtype).contiguous() for t in (k1, k2, v1, v2))
     if backend == 'triton': o = triton_kernel().apply(qs, k1, k2, v1, v2, pair_mask, pads, causal, window, normalize)
+    elif backend == 'pairs': o = pair_kernel_attention(qs, k1, k2, v1, v2, pair_mask)
     else:
         steps = plan_steps(*qs.shape[:3], k1.shape[1], k2.shape[1], pair_mask, causal, normalize, chunk_size, device=q.device)
         o = TripleChunkedFn.apply(qs, k1, k2, v1, v2, steps, pads, normalize)
@@ -382,7 +400,7 @@ def triple_attention_map(q, k1, k2, v1, v2, pair_mask=None, scale=None, normaliz
 
 # %% ../nbs/00_attention.ipynb #fa57933f
 NORMALIZATIONS = ('keys', 'queries')
-BACKENDS = ('einsum', 'sdpa', 'flash-attn', 'chunked', 'cpp', 'triton')   # what can compute a core
+BACKENDS = ('einsum', 'sdpa', 'flash-attn', 'chunked', 'cpp', 'pairs', 'triton')   # what can compute a core
 
 @dataclass(frozen=True)
 class Attention:
@@ -461,7 +479,7 @@ def rank1_flops(b, h, n_q, n_k, d, n_pairs=None) -> int: return 2 * key_flops(b,
 
 register_attention('standard', StandardAttention, standard_attention, standard_attention_ref, key_flops, maps=True, normalizations=NORMALIZATIONS, backends=('sdpa', 'flash-attn'))
 register_attention('triple', TripleAttention, triple_attention, triple_attention_ref, pair_flops, uses_pair_mask=True, maps=True, normalizations=NORMALIZATIONS,
-                   backends=('chunked', 'cpp', 'triton'))
+                   backends=('chunked', 'cpp', 'pairs', 'triton'))
 register_attention('concat', ConcatAttention, concat_attention, concat_attention_ref, key_flops, maps=True, normalizations=NORMALIZATIONS, backends=('sdpa', 'flash-attn'),
                    same_function_as='standard')          # concat_as_standard, below, maps it exactly
 register_attention('rank1', Rank1Attention, rank1_attention, rank1_attention_ref, rank1_flops, maps=True, normalizations=NORMALIZATIONS, backends=('sdpa', 'flash-attn'))

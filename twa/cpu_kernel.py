@@ -9,15 +9,19 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['source_path', 'kernel_source', 'build_flags', 'cpu_model', 'kernel_name', 'CpuKernelError', 'build_cpu_kernel',
-           'load_cpu_kernel', 'cpu_kernel_or_none']
+__all__ = ['KERNELS', 'source_path', 'kernel_source', 'build_flags', 'cpu_model', 'kernel_name', 'CpuKernelError',
+           'build_cpu_kernel', 'load_cpu_kernel', 'cpu_kernel_or_none']
 
 # %% ../nbs/11_cpu_kernel.ipynb #3d094d16
-def source_path() -> Path:
-    "The kernel's C++ source, shipped inside the package."
-    return Path(str(importlib.resources.files('twa') / 'csrc' / 'band_kernel.cpp'))
+KERNELS = {'band_kernel': "the windowed path's steps (backend='cpp', this notebook)",
+           'pair_kernel': "sparse token pairs with competition over queries (backend='pairs', 12_pair_kernel)"}
 
-def kernel_source() -> str: return source_path().read_text()
+def source_path(kernel: str = 'band_kernel') -> Path:
+    "A kernel's C++ source (one of `KERNELS`), shipped inside the package."
+    if kernel not in KERNELS: raise ValueError(f"unknown CPU kernel {kernel!r}; choose one of {list(KERNELS)}")
+    return Path(str(importlib.resources.files('twa') / 'csrc' / f'{kernel}.cpp'))
+
+def kernel_source(kernel: str = 'band_kernel') -> str: return source_path(kernel).read_text()
 
 # %% ../nbs/11_cpu_kernel.ipynb #fa0a6478
 def build_flags() -> tuple[list, list]:
@@ -33,34 +37,34 @@ def cpu_model() -> str:
     try: return next(l for l in open('/proc/cpuinfo') if l.startswith('model name')).split(':', 1)[1].strip()
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
-def kernel_name() -> str:
-    "The extension's name: the source, the flags, the CPU and torch's version, hashed."
-    key = '\n'.join([kernel_source(), repr(build_flags()), cpu_model(), torch.__version__])
-    return 'twa_cpu_kernel_' + hashlib.sha256(key.encode()).hexdigest()[:12]
+def kernel_name(kernel: str = 'band_kernel') -> str:
+    "The extension's name: the kernel, and its source, the flags, the CPU and torch's version, hashed."
+    key = '\n'.join([kernel_source(kernel), repr(build_flags()), cpu_model(), torch.__version__])
+    return f'twa_{kernel}_' + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 # %% ../nbs/11_cpu_kernel.ipynb #b758705c
 class CpuKernelError(RuntimeError): pass
 
 @functools.cache
-def build_cpu_kernel() -> tuple:
-    "Build (or load the cached build of) the kernel once per process: `(module, None)`, or `(None, why it failed)`."
+def build_cpu_kernel(kernel: str = 'band_kernel') -> tuple:
+    "Build (or load the cached build of) a kernel once per process: `(module, None)`, or `(None, why it failed)`."
     from torch.utils import cpp_extension
     cflags, ldflags = build_flags()
     try:
-        return cpp_extension.load(kernel_name(), [str(source_path())], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False), None
+        return cpp_extension.load(kernel_name(kernel), [str(source_path(kernel))], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False), None
     except Exception as e:
         return None, (f"twa's CPU kernel could not be built ({type(e).__name__}: {str(e).strip()[-500:]}); it needs a C++ compiler "
                       "with OpenMP, and ninja (pip install ninja). backend='chunked' runs the same computation in PyTorch.")
 
-def load_cpu_kernel():
-    "The compiled kernel (a module with `forward_steps` and `backward_steps`); a `CpuKernelError` where it cannot be built."
-    kernel, why = build_cpu_kernel()
-    if kernel is None: raise CpuKernelError(why)
-    return kernel
+def load_cpu_kernel(kernel: str = 'band_kernel'):
+    "The compiled kernel (`band_kernel`: a module with `forward_steps` and `backward_steps`); a `CpuKernelError` where it cannot be built."
+    module, why = build_cpu_kernel(kernel)
+    if module is None: raise CpuKernelError(why)
+    return module
 
-def cpu_kernel_or_none():
+def cpu_kernel_or_none(kernel: str = 'band_kernel'):
     "The kernel for `backend='auto'`: None where `TWA_CPU_KERNEL=0`, or (with a warning) where it cannot be built."
     if os.environ.get('TWA_CPU_KERNEL', '1') == '0': return None
-    kernel, why = build_cpu_kernel()
-    if kernel is None: warnings.warn(why + ' Using the PyTorch path.')
-    return kernel
+    module, why = build_cpu_kernel(kernel)
+    if module is None: warnings.warn(why + ' Using the PyTorch path.')
+    return module

@@ -53,11 +53,16 @@ def inside(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     return (dy <= r) & (2 * np.abs(dx) <= dy + r)                   # triangle, apex up
 
 def render_shapes(rng: np.random.Generator, num_frames: int, size: int, min_objects=2, max_objects=5,
-                  max_speed=2.5, texture_prob=0.5, silhouettes=False):
-    "One clip: `video` float32 `[t, 3, H, W]` in [0, 1], `masks` int64 `[t, H, W]` (and each object's unoccluded bool `[t, H, W]` if `silhouettes`)."
+                  max_speed=2.5, texture_prob=0.5, palette=0, silhouettes=False):
+    "One clip: `video` float32 `[t, 3, H, W]` in [0, 1], `masks` int64 `[t, H, W]` (and each object's unoccluded bool `[t, H, W]` if `silhouettes`); `palette` >= 2: every colour from that many per clip."
     t = np.arange(num_frames, dtype=np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)             # [H, W]
-    if rng.random() < texture_prob:                                   # smooth random texture
+    colours = rng.uniform(0, 1, (palette, 3)).astype(np.float32) if palette else None
+    if palette:                                                       # stripes of the palette's first two colours
+        f, ph = rng.uniform(0.5, 3, 2), rng.uniform(0, 2 * np.pi)
+        stripe = np.sin(2 * np.pi * (f[0] * yy + f[1] * xx) / size + ph) > 0
+        bg = np.where(stripe, colours[0][:, None, None], colours[1][:, None, None])   # [3, H, W]
+    elif rng.random() < texture_prob:                                 # smooth random texture
         fy, fx, ph = rng.uniform(0.5, 3, 3), rng.uniform(0.5, 3, 3), rng.uniform(0, 2 * np.pi, 3)
         wave = np.sin(2 * np.pi * (fy[:, None, None] * yy + fx[:, None, None] * xx) / size + ph[:, None, None])
         bg = rng.uniform(0.2, 0.8, 3)[:, None, None] + 0.15 * wave   # [3, H, W]
@@ -72,7 +77,7 @@ def render_shapes(rng: np.random.Generator, num_frames: int, size: int, min_obje
         lo, hi = np.full(2, r, np.float32), np.full(2, size - 1 - r, np.float32)
         pos = bounce(rng.uniform(lo, hi), rng.uniform(-max_speed, max_speed, 2) * size / 64, t, lo, hi)   # [t, 2]
         hit = inside(kind, xx - pos[:, 0, None, None], yy - pos[:, 1, None, None], r)                    # [t, H, W]
-        colour = rng.uniform(0, 1, 3).astype(np.float32)
+        colour = colours[rng.integers(palette)] if palette else rng.uniform(0, 1, 3).astype(np.float32)
         video = np.where(hit[:, None], colour[None, :, None, None], video)
         masks[hit] = obj
         if silhouettes: shapes.append(torch.from_numpy(hit))
@@ -83,13 +88,14 @@ def render_shapes(rng: np.random.Generator, num_frames: int, size: int, min_obje
 class ShapesDataset(torch.utils.data.Dataset):
     "Procedural moving shapes with instance masks; clip `i` of `split` is fixed by `(seed, split, i)`."
     def __init__(self, split='train', num_frames=8, size=64, length=None, seed=0, min_objects=2, max_objects=5,
-                 max_speed=2.5, texture_prob=0.5):
+                 max_speed=2.5, texture_prob=0.5, palette=0):
         check_split(split)
         if not 1 <= min_objects <= max_objects: raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+        if palette == 1 or palette < 0: raise ValueError(f"palette is the number of colours a clip shares (0: every colour free, else at least 2), got {palette}")
         if num_frames < 1 or size < 8: raise ValueError(f"need num_frames >= 1 and size >= 8, got {num_frames}, {size}")
         self.split, self.num_frames, self.size, self.seed = split, num_frames, size, seed
         self.length = length or (10 ** 6 if split == 'train' else 256)   # training is effectively unlimited
-        self.opts = dict(min_objects=min_objects, max_objects=max_objects, max_speed=max_speed, texture_prob=texture_prob)
+        self.opts = dict(min_objects=min_objects, max_objects=max_objects, max_speed=max_speed, texture_prob=texture_prob, palette=palette)
 
     def __len__(self): return self.length
 
@@ -667,7 +673,8 @@ def register_dataset(name: str, cls: type, needs_data_dir: bool, **types: str):
     cls.name = name
     DATASETS[name] = DatasetSpec(cls, needs_data_dir, types)
 
-register_dataset('shapes', ShapesDataset, False, length='int | None', min_objects='int', max_objects='int', max_speed='float', texture_prob='float')
+register_dataset('shapes', ShapesDataset, False, length='int | None', min_objects='int', max_objects='int', max_speed='float', texture_prob='float',
+                 palette='int')
 register_dataset('openvid', OpenVidDataset, True, value_range='str | None', strict='bool', uint8='bool')
 register_dataset('videos', VideoFolderDataset, True, stride='int', window_stride='int | None', split_by='str', captions='str | None', strict='bool')
 

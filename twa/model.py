@@ -13,8 +13,8 @@ from einops import rearrange, repeat
 from .attention import ATTENTIONS, local_pairs, pick_backend, use_flash
 
 # %% auto #0
-__all__ = ['CPU_SDPA_FLOPS', 'ModelConfig', 'sincos_2d', 'mlp', 'PatchEmbed', 'SelfBlock', 'SlotAttention', 'SlotEncoder',
-           'SlotPixelAffinity', 'SlotDecoder', 'mask_noise_factor', 'SlotBasedVideoModel', 'num_params',
+__all__ = ['CPU_SDPA_FLOPS', 'ModelConfig', 'sincos_2d', 'mlp', 'PatchEmbed', 'token_pairs', 'SelfBlock', 'SlotAttention',
+           'SlotEncoder', 'SlotPixelAffinity', 'SlotDecoder', 'mask_noise_factor', 'SlotBasedVideoModel', 'num_params',
            'reconstruction_loss', 'flop_counter', 'count_flops', 'slot_read_path']
 
 # %% ../nbs/02_model.ipynb #cb308acd
@@ -32,7 +32,8 @@ class ModelConfig:
     slot_iters: int = 3              # Slot Attention rounds on the first frame
     carry_iters: int = 2             # rounds on each later frame, starting from the previous frame's slots
     temporal_carry: bool = True      # False: every frame starts from the learned slots, with slot_iters rounds
-    token_layers: int = 0            # standard self-attention layers over each frame's tokens
+    token_layers: int = 0            # self-attention layers over each frame's tokens
+    variant_in_tokens: bool = False  # the token layers use the variant under test (over the slot read's pairs); False: standard in every variant
     mlp_ratio: float = 2.0
     mlp_hidden: int | None = None    # overrides mlp_ratio · slot_dim (the parameter-matched baseline widens it)
     competition: bool = True         # Slot Attention's softmax over slots; False: over tokens (ablation)
@@ -101,16 +102,23 @@ class PatchEmbed(nn.Module):
         x = self.proj(rearrange(f, 'b t (h p1) (w p2) c -> b t (h w) (p1 p2 c)', p1=self.p, p2=self.p))
         return self.out(x + self.pos_proj(self.pos)), f.flatten(2, 3)                    # [b, t, n, D], [b, t, H·W, 3 + C]
 
+def token_pairs(cfg: ModelConfig, attention: str) -> torch.Tensor | None:
+    "The token pairs a pair variant reads on `cfg`'s grid: None (all) up to `local_pairs_above` tokens, else those within `pair_radius`; None for other variants."
+    if not ATTENTIONS[attention].uses_pair_mask or cfg.num_tokens <= cfg.local_pairs_above: return None
+    return local_pairs(cfg.grid, cfg.grid, cfg.pair_radius)
+
 class SelfBlock(nn.Module):
-    "Pre-norm standard self-attention and MLP over the tokens of a frame `[B, n, D]`, the same for every variant."
-    def __init__(self, dim: int, heads: int, hidden: int):
+    "Pre-norm self-attention and MLP over the tokens of a frame `[B, n, D]`: standard attention, or with `variant_in_tokens` the variant under test (softmax over the keys or pairs)."
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
+        dim, attention = cfg.token_dim, cfg.attention if cfg.variant_in_tokens else 'standard'
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn, self.mlp = ATTENTIONS['standard'].module(dim, heads), mlp(dim, hidden)
+        self.attn, self.mlp = ATTENTIONS[attention].module(dim, cfg.heads), mlp(dim, int(cfg.mlp_ratio * dim))
+        self.register_buffer('pair_mask', token_pairs(cfg, attention), persistent=False)
 
     def forward(self, x):
         h = self.norm1(x)
-        x = x + self.attn(h, h)
+        x = x + self.attn(h, h, pair_mask=self.pair_mask)
         return x + self.mlp(self.norm2(x))
 
 # %% ../nbs/02_model.ipynb #4986b0b4
@@ -140,8 +148,7 @@ class SlotEncoder(nn.Module):
         self.cfg = cfg
         self.init = nn.Parameter(torch.randn(cfg.num_slots, cfg.slot_dim))
         self.read = SlotAttention(cfg)
-        pairs = local_pairs(cfg.grid, cfg.grid, cfg.pair_radius) if cfg.num_tokens > cfg.local_pairs_above else None
-        self.register_buffer('pair_mask', pairs, persistent=False)
+        self.register_buffer('pair_mask', token_pairs(cfg, cfg.attention), persistent=False)
 
     def forward(self, tokens):
         b, t = tokens.shape[:2]
@@ -210,7 +217,7 @@ class SlotBasedVideoModel(nn.Module):
         super().__init__()
         self.cfg = cfg.validate()
         self.embed = PatchEmbed(cfg)
-        self.token_blocks = nn.ModuleList(SelfBlock(cfg.token_dim, cfg.heads, int(cfg.mlp_ratio * cfg.token_dim)) for _ in range(cfg.token_layers))
+        self.token_blocks = nn.ModuleList(SelfBlock(cfg) for _ in range(cfg.token_layers))
         self.encoder, self.decoder = SlotEncoder(cfg), SlotDecoder(cfg)
 
     def check_input(self, video):
@@ -237,6 +244,7 @@ def reconstruction_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tenso
 
 # %% ../nbs/02_model.ipynb #bba34570
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, sdpa_backward_flop_count
+from .pair_kernel import PAIR_KERNEL_FLOPS
 
 CPU_SDPA_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v),
@@ -244,7 +252,7 @@ CPU_SDPA_FLOPS = {
         lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v),
 }
 
-def flop_counter() -> FlopCounterMode: return FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS)
+def flop_counter() -> FlopCounterMode: return FlopCounterMode(display=False, custom_mapping={**CPU_SDPA_FLOPS, **PAIR_KERNEL_FLOPS})
 
 def count_flops(model: nn.Module, video: torch.Tensor) -> dict:
     "FLOPs of `model(video)`: `forward` and `train_step` (forward + backward of `reconstruction_loss`)."
@@ -259,7 +267,8 @@ def slot_read_path(cfg: ModelConfig, device='cpu') -> str:
     record, normalize = ATTENTIONS[cfg.attention], 'queries' if cfg.competition else 'keys'
     if record.uses_pair_mask:
         q = torch.empty(1, cfg.num_slots, cfg.heads, cfg.slot_dim // cfg.heads, device=device)
-        return f"{cfg.attention}: triple_attention backend '{pick_backend('auto', q, normalize)}'"
+        masks = 'pairs' if cfg.num_tokens > cfg.local_pairs_above else 'none'
+        return f"{cfg.attention}: triple_attention backend '{pick_backend('auto', q, normalize, masks=masks)}'"
     if 'sdpa' not in record.backends: return f"{cfg.attention}: {record.core.__name__}"
     if normalize == 'queries': return f"{cfg.attention}: einsum softmax over slots (competition)"
     fast = torch.device(device).type == 'cuda' and use_flash(torch.empty(1, 1, 1, 8, device=device, dtype=torch.bfloat16))

@@ -18,7 +18,7 @@ __all__ = ['QUALITY', 'HIGHER_IS_BETTER', 'TESTED', 'MASK_QUALITY', 'SUMMARY_COL
            'COMPARISON', 'EFFICIENCY', 'EQUAL', 'DIFF_MEASURED', 'DIFF_DB', 'DIFF_DB_EQUAL', 'DIFF_DB_ONE_SEED',
            'OVERHEAD', 'SHORT_QUALITY', 'SHORT_NOT_LEARNED', 'SHORT_EFFICIENCY', 'SHORT_COST', 'SWEEP_EDGE',
            'SWEEP_INSIDE', 'load_runs', 'flatten', 'shared_settings', 'check_comparable', 'summary_table', 'mean_ci',
-           'welch', 'paired', 'difference', 'holm', 'val_curve', 'at_compute', 'steps_to_reach', 'learned',
+           't_result', 'welch', 'paired', 'difference', 'holm', 'val_curve', 'at_compute', 'steps_to_reach', 'learned',
            'comparisons', 'same_function', 'compute_budget', 'answer_tests', 'cost_ratios', 'reach_table',
            'reach_sentence', 'headline', 'diff_text', 'answers', 'pair_coverage', 'caveats', 'interval',
            'short_answers', 'readable', 'sweep_note']
@@ -82,7 +82,7 @@ SUMMARY_COLUMNS = ['variant', 'seed', 'lr', 'steps', 'dataset', 'preset', *QUALI
                    'step_time_s', 'peak_memory_mb', 'wall_time_s', 'git_commit']
 
 def summary_table(runs: list[dict]) -> pd.DataFrame:
-    "One row per run, then one per trivial baseline and seed (each seed's test clips), in `SUMMARY_COLUMNS`."
+    "One row per run (in `VARIANTS` order, then by seed), then one per trivial baseline and seed (each seed's test clips), in `SUMMARY_COLUMNS`."
     rows, baselines = [], {}
     for r in runs:
         ev, cfg = r['eval'], r['config']
@@ -93,6 +93,7 @@ def summary_table(runs: list[dict]) -> pd.DataFrame:
         for name, metrics in ev.get('baselines', {}).items():
             baselines.setdefault((name, r['seed']), dict(variant=name, seed=r['seed'], steps=0, dataset=cfg['data']['dataset'], preset=cfg['preset'],
                                                          **metrics, params=0, flops_per_step=0, git_commit=ev['git_commit']))
+    rows.sort(key=lambda r: (list(VARIANTS).index(r['variant']), r['seed']))
     return pd.DataFrame(rows + sorted(baselines.values(), key=lambda b: (b['variant'], b['seed']))).reindex(columns=SUMMARY_COLUMNS)
 
 # %% ../nbs/09_report.ipynb #2a5f4021
@@ -102,31 +103,33 @@ def mean_ci(x, level: float = 0.95) -> tuple[float, float]:
     if len(x) < 2: return (float(x.mean()) if len(x) else float('nan')), float('nan')
     return float(x.mean()), float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 
+def t_result(diff: float, se: float, df: float, level: float = 0.95) -> dict:
+    "A difference with standard error `se` on `df` degrees of freedom: its Student-t interval `[low, high]` and two-sided p-value (NaN where `se` is NaN; exact where it is 0)."
+    if math.isnan(se): return dict(diff=diff, low=float('nan'), high=float('nan'), p=float('nan'))
+    if se == 0: return dict(diff=diff, low=diff, high=diff, p=0.0 if diff else 1.0)
+    half = stats.t.ppf(0.5 + level / 2, df) * se
+    return dict(diff=diff, low=diff - half, high=diff + half, p=float(2 * stats.t.sf(abs(diff) / se, df)))
+
 def welch(x, y, level: float = 0.95) -> dict:
     "`mean(x) - mean(y)` with Welch's interval `[low, high]` and two-sided p-value (NaN with fewer than 2 values a side)."
     x, y = (np.asarray(a, float) for a in (x, y)); x, y = x[~np.isnan(x)], y[~np.isnan(y)]
     diff = float(x.mean() - y.mean())
-    if len(x) < 2 or len(y) < 2: return dict(diff=diff, low=float('nan'), high=float('nan'), p=float('nan'))
+    if len(x) < 2 or len(y) < 2: return t_result(diff, float('nan'), float('nan'), level)
     vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
-    se = math.sqrt(vx + vy)
-    if se == 0: return dict(diff=diff, low=diff, high=diff, p=0.0 if diff else 1.0)
-    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
-    half = stats.t.ppf(0.5 + level / 2, df) * se
-    return dict(diff=diff, low=diff - half, high=diff + half, p=float(2 * stats.t.sf(abs(diff) / se, df)))
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1)) if vx + vy else 1.0
+    return t_result(diff, math.sqrt(vx + vy), df, level)
 
 def paired(x, y, level: float = 0.95) -> dict:
     "`mean(x - y)` over pairs (`x[i]` and `y[i]` from the same seed) with its Student-t interval and two-sided paired p-value (NaN with fewer than 2 pairs)."
     d = np.asarray(x, float) - np.asarray(y, float); d = d[~np.isnan(d)]
-    if len(d) < 2: return dict(diff=float(d.mean()) if len(d) else float('nan'), low=float('nan'), high=float('nan'), p=float('nan'))
-    diff, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
-    if se == 0: return dict(diff=diff, low=diff, high=diff, p=0.0 if diff else 1.0)
-    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * se
-    return dict(diff=diff, low=diff - half, high=diff + half, p=float(2 * stats.t.sf(abs(diff) / se, len(d) - 1)))
+    diff = float(d.mean()) if len(d) else float('nan')
+    if len(d) < 2: return t_result(diff, float('nan'), float('nan'), level)
+    return t_result(diff, float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1, level)
 
 def difference(x: pd.Series, y: pd.Series, level: float = 0.95) -> dict:
     "`x - y` for values indexed by seed: paired when both sides hold the same seeds (at least 2), Welch's otherwise; `test` names which."
     x, y = x.dropna(), y.dropna()
-    if len(x) >= 2 and set(x.index) == set(y.index): return dict(paired(x.sort_index(), y.sort_index().loc[x.sort_index().index], level), test='paired')
+    if len(x) >= 2 and set(x.index) == set(y.index): return dict(paired(x.sort_index(), y.loc[x.sort_index().index], level), test='paired')
     return dict(welch(x, y, level), test='Welch')
 
 def holm(p) -> np.ndarray:
@@ -310,15 +313,17 @@ def caveats(runs: list[dict]) -> str:
     grid, radius = model['image_size'] // model['patch_size'], model['pair_radius']
     lines = [f"- **Budget:** {train['steps']} steps of {train['batch_size']} clips per run; seeds {', '.join(map(str, seeds))} "
              f"(the seed also fixes the data, so differences are paired by seed).",
-             f"- **Where the variants act:** the slot read only ({model['slot_iters']} rounds on the first frame, {model['carry_iters']} on each "
-             f"later one, {model['num_slots']} slots over {grid * grid} tokens); the {model['token_layers']} token self-attention layers are standard in every variant."]
+             f"- **Where the variants act:** the slot read ({model['slot_iters']} rounds on the first frame, {model['carry_iters']} on each "
+             f"later one, {model['num_slots']} slots over {grid * grid} tokens)"
+             + (f" and the {model['token_layers']} token self-attention layer(s), over the same token pairs." if model.get('variant_in_tokens') and model['token_layers']
+                else f" only; the {model['token_layers']} token self-attention layers are standard in every variant.")]
     for v in dict.fromkeys(r['variant'] for r in runs):
         cover = pair_coverage(next(r for r in runs if r['variant'] == v)['config']['model'])
         if cover is None: continue
         lines.append(f"- **Pair coverage:** `{v}` sees {'all token pairs' if cover == 1 else f'the token pairs within radius {radius} on the {grid}×{grid} grid'}: "
                      f"{round(cover * grid ** 4):,} of {grid ** 4:,} ({100 * cover:.1f}%).")
     paths = {r['variant']: (r['eval'].get('slot_read_path'), r['eval'].get('device'), r['eval'].get('threads')) for r in runs}
-    timed = '; '.join(f"{p} on {d}" + (f" ({n} thread{'s' * (n != 1)})" if n else '') if p else f"{v}: not recorded" for v, (p, d, n) in paths.items())
+    timed = '; '.join(f"`{v}` through {p} on {d}" + (f" ({n} thread{'s' * (n != 1)})" if n else '') if p else f"`{v}`: not recorded" for v, (p, d, n) in paths.items())
     lines.append(f"- **Timed:** the mean step time after the first five steps; the slot read ran as {timed}.")
     kinds = sorted({r['eval'].get('peak_memory_kind', 'unrecorded measure') for r in runs})
     lines.append(f"- **Memory:** peak memory is the {' / '.join(kinds)}"
@@ -334,8 +339,9 @@ SHORT_COST = ("**3. Cost:** `{variant}` takes {step_time_s:.1f}x the step time, 
               "memory and {params:.2f}x the parameters of `{reference}`.")
 
 def interval(r: dict) -> str:
-    "`[low, high]` of a test row, or why there is none."
-    return "(one seed: no interval)" if math.isnan(r['low']) else f"[{r['low']:+.2f}, {r['high']:+.2f}], {r['test']}"
+    "`[low, high]` of a test row with its test and Holm-corrected p (so an interval that excludes 0 but does not survive the correction reads as such), or why there is none."
+    if math.isnan(r['low']): return "(one seed: no interval)"
+    return f"[{r['low']:+.2f}, {r['high']:+.2f}], {r['test']}" + ('' if math.isnan(r['p_holm']) else f", Holm p = {r['p_holm']:.2g}")
 
 def short_answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = LEARNED_MARGIN_DB) -> str:
     "The three answers in one markdown line each, for the variant the question is about (`triple`, else the first other than `reference`)."

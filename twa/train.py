@@ -158,13 +158,15 @@ def use_threads(threads: int | None = None, warn: bool = True, busy: float | Non
     except RuntimeError: pass                                    # settable only before the first parallel work; then it stays
     if not warn: return n
     cores, busy = available_cores(), busy_cores() if busy is None else busy
-    if busy + n > cores + 0.5:
+    if n == 1 and busy > cores - 0.25:                           # one thread has no slowest thread to wait for; it only lacks a core of its own
+        warnings.warn(f"this machine is busy: other processes keep about {busy:.1f} of its {cores} cores busy, leaving no core to this "
+                      "one-thread run: it shares one and its steps run slower. Wait for the other jobs for timings you will report", stacklevel=2)
+    elif n > 1 and busy + n > cores + 0.5:
         policy = os.environ.get('OMP_WAIT_POLICY', '').upper()
         warnings.warn(f"this machine is busy: other processes keep about {busy:.1f} of its {cores} cores busy, and this run adds {n} "
-                      f"thread{'s' * (n != 1)}. Each step waits for its slowest thread, so it can run several times slower than alone"
+                      f"threads. Each step waits for its slowest thread, so it can run several times slower than alone"
                       + ('' if policy == 'PASSIVE' else f" (and much slower with OMP_WAIT_POLICY={policy or 'unset'}: set OMP_WAIT_POLICY=PASSIVE before Python starts)")
-                      + (f". Give it fewer threads: threads={max(1, int(cores - busy))} (`--threads`, `-p threads`), or wait for the other jobs" if n > 1
-                         else ". It runs on one thread already: expect slower steps, or wait for the other jobs"), stacklevel=2)
+                      + f". Give it fewer threads: threads={max(1, int(cores - busy))} (`--threads`, `-p threads`), or wait for the other jobs", stacklevel=2)
     return n
 
 # %% ../nbs/04_train.ipynb #81f7d92a
