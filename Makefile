@@ -8,7 +8,7 @@ SHELL  := /bin/bash
 # a fair share of its cores rather than most of its speed (bench/load.py; threads: twa.train.use_threads).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test export-check readme lab train reports clean
+.PHONY: install test export-check readme lab train reports study clean
 
 install: $(VENV)/.installed
 
@@ -27,12 +27,14 @@ export-check: install
 	rm -rf $$tmp; echo "export-check: twa/ and README.md match the notebooks"
 
 ## README.md from nbs/index.ipynb (nbdev_readme needs Quarto; nbconvert gives the same markdown), with "What we found" from
-## reports/findings.md (written by compare.ipynb in make reports) in place of the line <!-- reports/findings.md -->.
+## reports/findings.md (written by compare.ipynb in make reports) in place of the line <!-- reports/findings.md -->, and
+## the study's sentences from reports/study.md (written by study.ipynb in make study) in place of <!-- reports/study.md -->.
 readme: install
 	@tmp=$$(mktemp -d) && $(BIN)/jupyter nbconvert --log-level=ERROR --to markdown nbs/index.ipynb --output-dir $$tmp --output README && \
 	$(BIN)/python -c "import sys; from pathlib import Path; r, f = Path(sys.argv[1]), Path('reports/findings.md'); \
 	  found = f.read_text().strip() if f.exists() else '## What we found\n\nNothing yet: \x60make reports\x60 writes it.'; \
-	  r.write_text(r.read_text().replace('<!-- reports/findings.md -->', found))" $$tmp/README.md && \
+	  study = Path('reports/study.md').read_text().strip() if Path('reports/study.md').exists() else '### Where it could flip\n\nNot run yet: \x60make study\x60 writes it.'; \
+	  r.write_text(r.read_text().replace('<!-- reports/findings.md -->', found).replace('<!-- reports/study.md -->', study))" $$tmp/README.md && \
 	mv $$tmp/README.md README.md && rm -rf $$tmp
 
 # Without a GPU, Triton kernels run in Triton's interpreter; it must be on before any notebook imports triton.
@@ -108,6 +110,17 @@ reports: install
 	$(HTML) reports/*.ipynb --output-dir reports/html || exit 1; \
 	$(MAKE) --no-print-directory readme || exit 1; \
 	echo "reports: done in $$(( $$(date +%s) - start )) s"
+
+## The study (nbs/study.ipynb): triple vs standard along window, site, budget and data, each run trained by twa-train,
+## JOBS at once; reuses make reports' runs and learning rates where they are there (run make reports first), trains
+## what is missing, and reads back what finished. Add seeds with STUDY_SEEDS='0 1 2'.
+STUDY_SEEDS ?= 0
+study: install
+	@mkdir -p reports; start=$$(date +%s); \
+	$(PM) nbs/study.ipynb reports/study.ipynb -p preset $(PRESET) -p seeds "$(STUDY_SEEDS)" -p jobs $(JOBS) || exit 1; \
+	$(HTML) reports/study.ipynb --output-dir reports/html || exit 1; \
+	$(MAKE) --no-print-directory readme || exit 1; \
+	echo "study: done in $$(( $$(date +%s) - start )) s"
 
 ## JupyterLab on the repository root (nbs/ and reports/), bound to localhost with its token; as root it needs --allow-root.
 lab: install

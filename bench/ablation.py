@@ -7,7 +7,8 @@ machine, so their wall times are comparable; the table goes to bench/results/abl
 
     .venv/bin/python bench/ablation.py --budget 150
 """
-import argparse, json, tempfile
+import argparse, json, os, tempfile
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before PyTorch loads OpenMP, as bench/train_step.py (bench/load.py)
 from pathlib import Path
 import pandas as pd
 import torch

@@ -57,7 +57,7 @@ def progress_lines(notebook: Path) -> list[str]:
 
 def test_readme_names_the_commands():
     cmds = readme_commands()
-    for start in ('make install', 'make test', 'make train ATTENTION=triple', 'make reports', 'make lab', '.venv/bin/papermill nbs/train.ipynb'):
+    for start in ('make install', 'make test', 'make train ATTENTION=triple', 'make reports', 'make study', 'make lab', '.venv/bin/papermill nbs/train.ipynb'):
         assert any(c.startswith(start) for c in cmds), start
 
 
@@ -113,6 +113,11 @@ def test_make_reports_as_written(repo):
     assert train_html.index('baseline_background') < train_html.index('id="Settings"') and 'triple_s0: step' not in train_html
     rerun = run(smoke(cmd), repo)                                                                # finished runs are read back
     assert 'reports: done in' in rerun.stdout
+    study = run(smoke(next(c for c in readme_commands() if c.startswith('make study'))), repo)   # on make reports' runs and rates
+    assert 'study: done in' in study.stdout and (repo / 'reports' / 'html' / 'study.html').exists()
+    assert not (repo / 'runs' / 'study' / 'standard_base_s0').exists()                          # the base point is make reports' runs
+    readme = (repo / 'README.md').read_text()
+    assert '### Where it could flip (`make study`, ' in readme and '**Window:**' in readme and '<!-- reports/study.md -->' not in readme
 
 
 def test_make_lab_serves_the_repository_on_localhost_with_a_token(repo):
