@@ -276,3 +276,19 @@ def test_help_shows_the_presets_defaults():
     out = subprocess.run([str(BIN / 'twa-train'), '--preset', 'smoke', '--help'], capture_output=True, text=True, env=ENV)
     assert out.returncode == 0 and '(default: None)' not in out.stdout
     assert 'defaults of the smoke preset' in out.stdout and 'default 4' in out.stdout and "--strict TRUE|FALSE" in out.stdout
+
+
+def test_pair_kernel_notebook_run_beside_the_package():
+    "nbdev_test runs `12_pair_kernel` in a process that may have trained through `twa.pair_kernel`: both keep working."
+    out = run_script(f"""
+        from pathlib import Path
+        import torch
+        from nbdev.test import test_nb
+        from twa.model import SlotBasedVideoModel, ModelConfig, reconstruction_loss
+        model, clip = SlotBasedVideoModel(ModelConfig(attention='triple')), torch.rand(1, 4, 3, 32, 32)
+        reconstruction_loss(model(clip)[0], clip).backward()                 # registers the package's operators
+        ok, _ = test_nb(Path({str(ROOT / 'nbs' / '12_pair_kernel.ipynb')!r}), skip_flags=[], force_flags=['slow'])
+        for _ in range(3): reconstruction_loss(model(clip)[0], clip).backward()   # through the package's operators again
+        print('notebook passed' if ok else 'notebook failed')
+        """)
+    assert out.returncode == 0 and 'notebook passed' in out.stdout, out.stderr[-3000:]
