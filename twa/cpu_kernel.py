@@ -4,13 +4,13 @@
 
 # %% ../nbs/11_cpu_kernel.ipynb #0bb14a4a
 from __future__ import annotations
-import functools, hashlib, importlib.resources, os, platform, sys, warnings
+import functools, hashlib, importlib.resources, os, platform, sys, time, warnings
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['KERNELS', 'source_path', 'kernel_source', 'build_flags', 'cpu_model', 'kernel_name', 'CpuKernelError',
-           'build_cpu_kernel', 'load_cpu_kernel', 'cpu_kernel_or_none']
+__all__ = ['KERNELS', 'STALE_LOCK_S', 'source_path', 'kernel_source', 'build_flags', 'cpu_model', 'kernel_name',
+           'clear_stale_lock', 'CpuKernelError', 'build_cpu_kernel', 'load_cpu_kernel', 'cpu_kernel_or_none']
 
 # %% ../nbs/11_cpu_kernel.ipynb #3d094d16
 KERNELS = {'band_kernel': "the windowed path's steps (backend='cpp', this notebook)",
@@ -42,6 +42,20 @@ def kernel_name(kernel: str = 'band_kernel') -> str:
     key = '\n'.join([kernel_source(kernel), repr(build_flags()), cpu_model(), torch.__version__])
     return f'twa_{kernel}_' + hashlib.sha256(key.encode()).hexdigest()[:12]
 
+# %% ../nbs/11_cpu_kernel.ipynb #3a914cdf
+STALE_LOCK_S = 600   # seconds: ten times a build on two busy cores
+
+def clear_stale_lock(name: str) -> Path | None:
+    "Remove extension `name`'s build lock if it is older than `STALE_LOCK_S` (left by a killed build); the path removed, or None."
+    from torch.utils.cpp_extension import _get_build_directory
+    lock = Path(_get_build_directory(name, verbose=False)) / 'lock'
+    try: age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError: return None
+    if age < STALE_LOCK_S: return None
+    lock.unlink(missing_ok=True)
+    warnings.warn(f"removed {lock}, {age / 60:.0f} min old: a build of twa's CPU kernel was killed there, and every build would have waited for it")
+    return lock
+
 # %% ../nbs/11_cpu_kernel.ipynb #b758705c
 class CpuKernelError(RuntimeError): pass
 
@@ -50,6 +64,7 @@ def build_cpu_kernel(kernel: str = 'band_kernel') -> tuple:
     "Build (or load the cached build of) a kernel once per process: `(module, None)`, or `(None, why it failed)`."
     from torch.utils import cpp_extension
     cflags, ldflags = build_flags()
+    clear_stale_lock(kernel_name(kernel))
     try:
         return cpp_extension.load(kernel_name(kernel), [str(source_path(kernel))], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False), None
     except Exception as e:
