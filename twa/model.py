@@ -267,7 +267,7 @@ def slot_read_path(cfg: ModelConfig, device='cpu') -> str:
     record, normalize = ATTENTIONS[cfg.attention], 'queries' if cfg.competition else 'keys'
     if record.uses_pair_mask:
         q = torch.empty(1, cfg.num_slots, cfg.heads, cfg.slot_dim // cfg.heads, device=device)
-        masks = 'pairs' if cfg.num_tokens > cfg.local_pairs_above else 'none'
+        masks = 'none' if token_pairs(cfg, cfg.attention) is None else 'pairs'
         return f"{cfg.attention}: triple_attention backend '{pick_backend('auto', q, normalize, masks=masks)}'"
     if 'sdpa' not in record.backends: return f"{cfg.attention}: {record.core.__name__}"
     if normalize == 'queries': return f"{cfg.attention}: einsum softmax over slots (competition)"

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
-from .attention import ATTENTIONS, local_pairs
+from .attention import ATTENTIONS
+from .model import ModelConfig, token_pairs
 from .variants import VARIANTS
 
 # %% auto #0
@@ -300,11 +301,11 @@ def answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: 
 
 # %% ../nbs/09_report.ipynb #850cad3c
 def pair_coverage(model: dict) -> float | None:
-    "Share of token pairs a pair variant's slot read sees (1.0 with all pairs), from a run's model config; None for a variant without pairs."
+    "Share of token pairs a pair variant's slot read sees (1.0 with all pairs), from a run's model config (`twa.model.token_pairs`); None for a variant without pairs."
     if not ATTENTIONS[model['attention']].uses_pair_mask: return None
-    grid = model['image_size'] // model['patch_size']
-    if grid * grid <= model['local_pairs_above']: return 1.0
-    return local_pairs(grid, grid, model['pair_radius']).sum().item() / grid ** 4
+    cfg = ModelConfig(**model)
+    pairs = token_pairs(cfg, cfg.attention)
+    return 1.0 if pairs is None else pairs.sum().item() / cfg.num_tokens ** 2
 
 def caveats(runs: list[dict]) -> str:
     "The settings that bound the answers, one markdown item each, computed from the runs."
