@@ -44,7 +44,7 @@ test: export-check
 	@n=$$(ls nbs/*.ipynb | wc -l); start=$$(date +%s); \
 	if $(TEST_ENV) $(BIN)/nbdev_test --flags slow; then echo "nbdev_test: $$n notebooks passed ($$(( $$(date +%s) - start )) s)"; \
 	else echo "nbdev_test: notebooks failed (see above)"; exit 1; fi
-	$(TEST_ENV) $(BIN)/python -m pytest -q tests
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist loadfile tests   # the two files side by side, each one's tests in order
 
 PM := $(BIN)/papermill --no-progress-bar --log-output
 

@@ -16,7 +16,7 @@ from twa.config import run_config
 from twa.data import ShapesDataset, collate
 from twa.model import SlotBasedVideoModel
 from twa.train import Trainer
-from common import interleaved_times, median_spread, train_step
+from common import interleaved_times, markdown_table, median_spread, train_step
 
 ROWS = {                                           # name -> (what changes, model overrides)
     'cpu preset': ('the chosen model', {}),
@@ -59,10 +59,8 @@ def main(argv=None):
     table = pd.DataFrame(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out + '.csv', index=False)
-    rows = ['| ' + ' | '.join(map(str, r)) + ' |' for r in table.itertuples(index=False)]
     Path(args.out + '.md').write_text(f"Ablation at {args.budget:.0f} s of training per row ({torch.get_num_threads()} threads); "
-                                      f"validation metrics on 32 clips.\n\n| {' | '.join(table.columns)} |\n|{'---|' * len(table.columns)}\n"
-                                      + '\n'.join(rows) + '\n')
+                                      f"validation metrics on 32 clips.\n\n" + markdown_table(table))
     print(table.to_string(index=False))
 
 if __name__ == '__main__': main()

@@ -40,3 +40,9 @@ def train_step(model, opt, video, amp: bool = False):
         loss = reconstruction_loss(recon, video)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     return step
+
+
+def markdown_table(table) -> str:
+    "A pandas DataFrame as a markdown table (no extra dependency)."
+    rows = ['| ' + ' | '.join(map(str, r)) + ' |' for r in table.itertuples(index=False)]
+    return f"| {' | '.join(map(str, table.columns))} |\n|{'---|' * len(table.columns)}\n" + '\n'.join(rows) + '\n'

@@ -26,7 +26,7 @@ from twa.config import run_config
 from twa.data import ShapesDataset, collate
 from twa.model import SlotBasedVideoModel, count_flops
 from twa.variants import VARIANTS
-from common import interleaved_times, median_spread, train_step
+from common import interleaved_times, markdown_table, median_spread, train_step
 
 CORES = ('standard_attention', 'standard_attention_map', 'triple_attention', 'triple_attention_map', 'concat_attention', 'rank1_attention')
 
@@ -96,12 +96,11 @@ def main(argv=None):
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out + '.csv', index=False)
     run = run_config('standard', 'cpu')
-    md = ['| ' + ' | '.join(map(str, r)) + ' |' for r in table.itertuples(index=False)]
     Path(args.out + '.md').write_text(
         f"Training step at the cpu preset (batch {run.train.batch_size}, {run.model.num_tokens} tokens, {run.model.num_slots} slots), "
         f"{args.rounds} interleaved rounds, {torch.get_num_threads()} threads, torch {torch.__version__}. Ratios to `standard`; "
         f"`time_per_flop_ratio` = time ratio ÷ FLOP ratio; `attention_share` = attention layers' forward + backward ÷ step.\n\n"
-        f"| {' | '.join(table.columns)} |\n|{'---|' * len(table.columns)}\n" + '\n'.join(md) + '\n')
+        + markdown_table(table))
     print(table.to_string(index=False))
 
 
