@@ -1,0 +1,87 @@
+"""Does a longer training bind the slots? `standard` of the cpu preset at `--factor` times the preset's steps, on
+several seeds, read on each seed's test clips against make reports' 1x runs and the strongest trivial baselines
+(both from reports/summary.csv, same seeds, same clips) and against issue 25's targets.
+
+Each run is `twa-train` with one thread, `--jobs` at once, into runs/budget/ (a finished run is read back, not
+retrained); the learning rate is the one make reports chose for `standard` (reports/lr_sweep.csv). The table goes
+to bench/results/budget.csv and .md.
+
+    .venv/bin/python bench/budget.py --factor 4 --seeds 0 1 2
+"""
+import argparse, json, subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+from twa.config import run_config
+from common import markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = dict(fg_ari=0.85, mbo=0.70, mask_confidence=0.80, psnr_over_thumbnail=2.0)   # issue 25, point 5
+
+
+def chosen_lr(variant: str = 'standard') -> float:
+    "The learning rate make reports chose for `variant`."
+    sweep = pd.read_csv(ROOT / 'reports' / 'lr_sweep.csv')
+    return float(sweep[(sweep.variant == variant) & sweep.chosen].lr.iloc[0])
+
+
+def finished(run_dir: Path) -> dict | None:
+    "A finished run's eval.json, else None."
+    path = run_dir / 'eval.json'
+    ev = json.loads(path.read_text()) if path.is_file() else None
+    return ev if ev and ev.get('status') == 'finished' else None
+
+
+def train_all(runs: dict, jobs: int) -> None:
+    "Train every run folder of `runs` (folder -> twa-train arguments) that has not finished, `jobs` at once."
+    todo, active = [(d, args) for d, args in runs.items() if not finished(d)], []
+    while todo or active:
+        while todo and len(active) < jobs:
+            d, args = todo.pop(0)
+            print(f"train {d.relative_to(ROOT)}", flush=True)
+            active.append((d, subprocess.Popen([str(Path(sys.executable).parent / 'twa-train'), *args, '--run-dir', str(d), '--progress', 'off'] +
+                                               (['--resume'] if (d / 'eval.json').exists() else []))))
+        time.sleep(5)
+        for d, p in [a for a in active if a[1].poll() is not None]:
+            if p.returncode != 0: raise SystemExit(f"twa-train failed on {d} (exit {p.returncode}); its eval.json says why")
+            active.remove((d, p))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--factor', type=int, default=4, help="times the cpu preset's steps")
+    ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    ap.add_argument('--jobs', type=int, default=2)
+    ap.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'budget'))
+    args = ap.parse_args(argv)
+    steps, lr = args.factor * run_config('standard', 'cpu').train.steps, chosen_lr()
+    runs = {ROOT / 'runs' / 'budget' / f'standard_x{args.factor}_s{s}':
+            ['--attention', 'standard', '--preset', 'cpu', '--steps', str(steps), '--lr', str(lr), '--seed', str(s), '--threads', '1']
+            for s in args.seeds}
+    train_all(runs, args.jobs)
+    summary = pd.read_csv(ROOT / 'reports' / 'summary.csv').set_index(['variant', 'seed'])
+    rows = []
+    for s, d in zip(args.seeds, runs):
+        test, base = finished(d)['test'], summary.loc[('standard', s)]
+        thumb, kmeans = summary.loc[('baseline_thumbnail', s)], summary.loc[('baseline_kmeans', s)]
+        rows.append(dict(seed=s, steps=steps, lr=lr, psnr=test['psnr'], psnr_1x=base.psnr, thumbnail_psnr=thumb.psnr,
+                         psnr_over_thumbnail=test['psnr'] - thumb.psnr, fg_ari=test['fg_ari'], fg_ari_1x=base.fg_ari,
+                         kmeans_fg_ari=kmeans.fg_ari, mbo=test['mbo'], mbo_1x=base.mbo, kmeans_mbo=kmeans.mbo,
+                         mask_confidence=test['mask_confidence'], wall_time_s=finished(d)['wall_time_s']))
+    table = pd.DataFrame(rows)
+    mean = table.drop(columns='seed').mean().to_dict() | dict(seed='mean')
+    table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+    met = {k: bool(mean[k] >= v) for k, v in TARGETS.items()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out + '.csv', index=False)
+    Path(args.out + '.md').write_text(
+        f"# `standard` at {args.factor}x the cpu preset's steps ({steps}), test split\n\n"
+        f"Written by `bench/budget.py --factor {args.factor} --seeds {' '.join(map(str, args.seeds))}`; the 1x columns, the thumbnail "
+        f"and k-means are make reports' (reports/summary.csv), same seeds and clips.\n\n"
+        + markdown_table(table.round(3))
+        + "\n\nIssue 25's targets on the mean: " + ', '.join(f"{k} >= {v}: {'met' if ok else 'missed'}" for (k, v), ok in zip(TARGETS.items(), met.values())) + '\n')
+    print(table.round(3).to_string(index=False))
+    print(met)
+
+
+if __name__ == '__main__':
+    main()
