@@ -1,12 +1,14 @@
-"""Does a longer training bind the slots? `standard` of the cpu preset at `--factor` times the preset's steps, on
-several seeds, read on each seed's test clips against make reports' 1x runs and the strongest trivial baselines
-(both from reports/summary.csv, same seeds, same clips) and against issue 25's targets.
+"""Does a longer training, or another setting, bind the slots? `standard` of the cpu preset at `--factor` times the
+preset's steps, with `--set` overrides, on several seeds, read on each seed's test clips against make reports' 1x runs
+and the strongest trivial baselines (both from reports/summary.csv, same seeds, same clips; empty for a seed make
+reports did not run) and against issue 25's targets.
 
 Each run is `twa-train` with one thread, `--jobs` at once, into runs/budget/ (a finished run is read back, not
 retrained); the learning rate is the one make reports chose for `standard` (reports/lr_sweep.csv). The table goes
 to bench/results/budget.csv and .md.
 
     .venv/bin/python bench/budget.py --factor 4 --seeds 0 1 2
+    .venv/bin/python bench/budget.py --factor 1 --set num_slots=8 --seeds 0 1 2 11 --out bench/results/slots8
 """
 import argparse, json, subprocess, sys, time
 from pathlib import Path
@@ -50,33 +52,38 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--factor', type=int, default=4, help="times the cpu preset's steps")
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    ap.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help="twa-train settings, e.g. num_slots=8")
     ap.add_argument('--jobs', type=int, default=2)
     ap.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'budget'))
     args = ap.parse_args(argv)
     steps, lr = args.factor * run_config('standard', 'cpu').train.steps, chosen_lr()
-    runs = {ROOT / 'runs' / 'budget' / f'standard_x{args.factor}_s{s}':
-            ['--attention', 'standard', '--preset', 'cpu', '--steps', str(steps), '--lr', str(lr), '--seed', str(s), '--threads', '1']
+    settings = dict(kv.split('=', 1) for kv in args.set)
+    extra = [a for k, v in settings.items() for a in ('--' + k.replace('_', '-'), v)]
+    name = f'standard_x{args.factor}' + ''.join(f'_{k}{v}' for k, v in settings.items())
+    runs = {ROOT / 'runs' / 'budget' / f'{name}_s{s}':
+            ['--attention', 'standard', '--preset', 'cpu', '--steps', str(steps), '--lr', str(lr), '--seed', str(s), '--threads', '1', *extra]
             for s in args.seeds}
     train_all(runs, args.jobs)
     summary = pd.read_csv(ROOT / 'reports' / 'summary.csv').set_index(['variant', 'seed'])
     rows = []
     for s, d in zip(args.seeds, runs):
-        test, base = finished(d)['test'], summary.loc[('standard', s)]
-        thumb, kmeans = summary.loc[('baseline_thumbnail', s)], summary.loc[('baseline_kmeans', s)]
-        rows.append(dict(seed=s, steps=steps, lr=lr, psnr=test['psnr'], psnr_1x=base.psnr, thumbnail_psnr=thumb.psnr,
-                         psnr_over_thumbnail=test['psnr'] - thumb.psnr, fg_ari=test['fg_ari'], fg_ari_1x=base.fg_ari,
-                         kmeans_fg_ari=kmeans.fg_ari, mbo=test['mbo'], mbo_1x=base.mbo, kmeans_mbo=kmeans.mbo,
+        test = finished(d)['test']
+        base, thumb, kmeans = (summary.loc[(v, s)] if (v, s) in summary.index else pd.Series(dtype=float)
+                               for v in ('standard', 'baseline_thumbnail', 'baseline_kmeans'))
+        rows.append(dict(seed=s, steps=steps, lr=lr, psnr=test['psnr'], psnr_1x=base.get('psnr'), thumbnail_psnr=thumb.get('psnr'),
+                         psnr_over_thumbnail=test['psnr'] - thumb.get('psnr', float('nan')), fg_ari=test['fg_ari'], fg_ari_1x=base.get('fg_ari'),
+                         kmeans_fg_ari=kmeans.get('fg_ari'), mbo=test['mbo'], mbo_1x=base.get('mbo'), kmeans_mbo=kmeans.get('mbo'),
                          mask_confidence=test['mask_confidence'], wall_time_s=finished(d)['wall_time_s']))
     table = pd.DataFrame(rows)
-    mean = table.drop(columns='seed').mean().to_dict() | dict(seed='mean')
+    mean = table.dropna().drop(columns='seed').mean().to_dict() | dict(seed='mean')     # the seeds make reports ran
     table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
     met = {k: bool(mean[k] >= v) for k, v in TARGETS.items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out + '.csv', index=False)
     Path(args.out + '.md').write_text(
-        f"# `standard` at {args.factor}x the cpu preset's steps ({steps}), test split\n\n"
-        f"Written by `bench/budget.py --factor {args.factor} --seeds {' '.join(map(str, args.seeds))}`; the 1x columns, the thumbnail "
-        f"and k-means are make reports' (reports/summary.csv), same seeds and clips.\n\n"
+        f"# `standard` at {args.factor}x the cpu preset's steps ({steps}){''.join(f', {k} = {v}' for k, v in settings.items())}, test split\n\n"
+        f"Written by `bench/budget.py {' '.join(argv if argv is not None else sys.argv[1:])}`; the 1x columns, the thumbnail and k-means are make "
+        f"reports' (reports/summary.csv, the cpu preset), same seeds and clips; the mean is over the seeds make reports ran.\n\n"
         + markdown_table(table.round(3))
         + "\n\nIssue 25's targets on the mean: " + ', '.join(f"{k} >= {v}: {'met' if ok else 'missed'}" for (k, v), ok in zip(TARGETS.items(), met.values())) + '\n')
     print(table.round(3).to_string(index=False))
