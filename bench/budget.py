@@ -10,10 +10,12 @@ to bench/results/budget.csv and .md.
     .venv/bin/python bench/budget.py --factor 4 --seeds 0 1 2
     .venv/bin/python bench/budget.py --factor 1 --set num_slots=8 --seeds 0 1 2 11 --out bench/results/slots8
 """
-import argparse, json, subprocess, sys, time
+import argparse, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
 from twa.config import run_config
+from twa.train import read_json
 from common import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,24 +30,17 @@ def chosen_lr(variant: str = 'standard') -> float:
 
 def finished(run_dir: Path) -> dict | None:
     "A finished run's eval.json, else None."
-    path = run_dir / 'eval.json'
-    ev = json.loads(path.read_text()) if path.is_file() else None
-    return ev if ev and ev.get('status') == 'finished' else None
+    ev = read_json(run_dir / 'eval.json') if (run_dir / 'eval.json').is_file() else {}
+    return ev if ev.get('status') == 'finished' else None
 
 
-def train_all(runs: dict, jobs: int) -> None:
-    "Train every run folder of `runs` (folder -> twa-train arguments) that has not finished, `jobs` at once."
-    todo, active = [(d, args) for d, args in runs.items() if not finished(d)], []
-    while todo or active:
-        while todo and len(active) < jobs:
-            d, args = todo.pop(0)
-            print(f"train {d.relative_to(ROOT)}", flush=True)
-            active.append((d, subprocess.Popen([str(Path(sys.executable).parent / 'twa-train'), *args, '--run-dir', str(d), '--progress', 'off'] +
-                                               (['--resume'] if (d / 'eval.json').exists() else []))))
-        time.sleep(5)
-        for d, p in [a for a in active if a[1].poll() is not None]:
-            if p.returncode != 0: raise SystemExit(f"twa-train failed on {d} (exit {p.returncode}); its eval.json says why")
-            active.remove((d, p))
+def train(run_dir: Path, args: list) -> None:
+    "Train one run folder with `twa-train args` unless it finished (resuming where it stopped)."
+    if finished(run_dir): return
+    print(f"train {run_dir.relative_to(ROOT)}", flush=True)
+    cmd = [str(Path(sys.executable).parent / 'twa-train'), *args, '--run-dir', str(run_dir), '--progress', 'off']
+    code = subprocess.run(cmd + (['--resume'] if (run_dir / 'eval.json').exists() else [])).returncode
+    if code: raise SystemExit(f"twa-train failed on {run_dir} (exit {code}); its eval.json says why")
 
 
 def main(argv=None):
@@ -63,17 +58,18 @@ def main(argv=None):
     runs = {ROOT / 'runs' / 'budget' / f'{name}_s{s}':
             ['--attention', 'standard', '--preset', 'cpu', '--steps', str(steps), '--lr', str(lr), '--seed', str(s), '--threads', '1', *extra]
             for s in args.seeds}
-    train_all(runs, args.jobs)
+    with ThreadPoolExecutor(args.jobs) as pool: list(pool.map(train, runs, runs.values()))
     summary = pd.read_csv(ROOT / 'reports' / 'summary.csv').set_index(['variant', 'seed'])
     rows = []
     for s, d in zip(args.seeds, runs):
-        test = finished(d)['test']
+        ev = finished(d)
+        test = ev['test']
         base, thumb, kmeans = (summary.loc[(v, s)] if (v, s) in summary.index else pd.Series(dtype=float)
                                for v in ('standard', 'baseline_thumbnail', 'baseline_kmeans'))
         rows.append(dict(seed=s, steps=steps, lr=lr, psnr=test['psnr'], psnr_1x=base.get('psnr'), thumbnail_psnr=thumb.get('psnr'),
                          psnr_over_thumbnail=test['psnr'] - thumb.get('psnr', float('nan')), fg_ari=test['fg_ari'], fg_ari_1x=base.get('fg_ari'),
                          kmeans_fg_ari=kmeans.get('fg_ari'), mbo=test['mbo'], mbo_1x=base.get('mbo'), kmeans_mbo=kmeans.get('mbo'),
-                         mask_confidence=test['mask_confidence'], wall_time_s=finished(d)['wall_time_s']))
+                         mask_confidence=test['mask_confidence'], wall_time_s=ev['wall_time_s']))
     table = pd.DataFrame(rows)
     mean = table.dropna().drop(columns='seed').mean().to_dict() | dict(seed='mean')     # the seeds make reports ran
     table = pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
