@@ -161,7 +161,7 @@ def thumbnail(video: torch.Tensor, factor: int = 2) -> torch.Tensor:
     return F.interpolate(small, size=frames.shape[-2:], mode='bilinear', align_corners=False).view(video.shape)
 
 # %% ../nbs/03_metrics.ipynb #75b44217
-def baseline_predictions(video: torch.Tensor, num_slots: int = 6) -> dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]:
+def baseline_predictions(video: torch.Tensor, num_slots: int) -> dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]:
     "Each trivial baseline of `video [b, t, 3, H, W]`: `(reconstruction [b, t, 3, H, W] or None, segment ids [b, t, H, W] or None)`."
     b, t, _, H, W = video.shape
     one = torch.zeros(b, t, H, W, dtype=torch.long)
@@ -170,7 +170,7 @@ def baseline_predictions(video: torch.Tensor, num_slots: int = 6) -> dict[str, t
                 baseline_thumbnail=(thumbnail(video), None), baseline_grid=(None, grid_ids(num_slots, t, H, W).expand(b, t, H, W)),
                 baseline_kmeans=(None, colour_kmeans(video, num_slots)))
 
-def baseline_metrics(video: torch.Tensor, true_ids: torch.Tensor | None = None, num_slots: int = 6) -> dict[str, dict[str, torch.Tensor]]:
+def baseline_metrics(video: torch.Tensor, true_ids: torch.Tensor | None, num_slots: int) -> dict[str, dict[str, torch.Tensor]]:
     "Per-video metrics of each trivial baseline: reconstruction metrics where it reconstructs, FG-ARI and mBO where it segments."
     out = {}
     for name, (recon, ids) in baseline_predictions(video, num_slots).items():

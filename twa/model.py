@@ -27,7 +27,7 @@ class ModelConfig:
     pixel_channels: int = 32         # channels of the 3 x 3 convolution that gives every pixel a feature
     token_dim: int = 64
     slot_dim: int = 64
-    num_slots: int = 6
+    num_slots: int = 8
     heads: int = 1
     slot_iters: int = 3              # Slot Attention rounds on the first frame
     carry_iters: int = 2             # rounds on each later frame, starting from the previous frame's slots
