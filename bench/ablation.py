@@ -20,6 +20,7 @@ from common import interleaved_times, markdown_table, median_spread, train_step
 
 ROWS = {                                           # name -> (what changes, model overrides)
     'cpu preset': ('the chosen model', {}),
+    '6 slots': ('6 slots instead of 8 (the preset before issue 25)', dict(num_slots=6)),
     'no mask noise': ('no noise on the mask logits while training', dict(mask_noise=0.0)),
     'mask noise 2': ('twice the noise on the mask logits', dict(mask_noise=2.0)),
     'no affinity': ('masks from the slot vectors alone (a plain spatial-broadcast decoder)', dict(affinity_masks=False)),

@@ -7,8 +7,11 @@ Each run is `twa-train` with one thread, `--jobs` at once, into runs/budget/ (a 
 retrained); the learning rate is the one make reports chose for `standard` (reports/lr_sweep.csv). The table goes
 to bench/results/budget.csv and .md.
 
-    .venv/bin/python bench/budget.py --factor 4 --seeds 0 1 2
+    .venv/bin/python bench/budget.py --factor 4 --seeds 0 1 2 --set num_slots=6
     .venv/bin/python bench/budget.py --factor 1 --set num_slots=8 --seeds 0 1 2 11 --out bench/results/slots8
+
+The committed results were made while the preset had 6 slots (before issue 25): budget.csv's runs had 6 and its 1x
+columns are make reports' 6-slot runs, as are slots8.csv's. Rerun against today's reports, they compare with 8-slot runs.
 """
 import argparse, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
