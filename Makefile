@@ -8,7 +8,7 @@ SHELL  := /bin/bash
 # a fair share of its cores rather than most of its speed (bench/load.py; threads: twa.train.use_threads).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test export-check readme lab train reports study clean
+.PHONY: install test export-check readme lab train reports study clean docs
 
 install: $(VENV)/.installed
 
@@ -51,7 +51,7 @@ PM := $(BIN)/papermill --no-progress-bar --log-output
 ## One run as a report notebook, progress in the terminal: make train ATTENTION=triple [SEED=1] [PRESET=smoke] [ARGS='-p steps 600']
 ## Run folder and report are named by twa.config.run_name, as twa-train names its run folder: runs/triple_cpu_s0 and
 ## reports/train_triple_cpu_s0.ipynb at the cpu preset, runs/triple_smoke_s0 and reports/train_triple_smoke_s0.ipynb at smoke;
-## never a name of make reports (runs/<variant>_s<seed>).
+## never a name of make reports or make study (runs/main/, runs/sweep/, runs/confirm/, runs/study/).
 ## The notebook runs under a temporary name; a finished run's report never replaces an existing one (it becomes
 ## reports/train_<name>.2.ipynb, .3, ...), and a run that stops leaves its notebook in reports/failed/.
 ATTENTION ?= triple
@@ -66,61 +66,28 @@ train: install
 	else mv $$tmp reports/failed/train_$$name.ipynb 2>/dev/null; \
 	  echo "the run stopped: its notebook is reports/failed/train_$$name.ipynb (no report was replaced)" >&2; exit 1; fi
 
-## The main job: a learning-rate sweep per variant, every variant x seed through papermill at its chosen rate, the comparison,
-## then HTML copies without code. An interrupted `make reports` continues where it stopped (finished runs are read back, not
-## retrained); a finished run made by other code or settings is refused with a message, never overwritten.
-VARIANTS ?= $(shell $(BIN)/python -c "from twa.variants import VARIANTS; print(' '.join(VARIANTS))" 2>/dev/null)
-SEEDS    ?= 0 1 2
-ONE_SEED ?= concat
-LRS      ?= 5e-4 1e-3 2e-3
-SWEEP    ?= 0.25
+## The main job, one call into the runner (twa-run, nbs/15_experiments.ipynb): the learning-rate sweep (extended by factors of
+## 2 until every variant's pick is interior), full-length runs at half and twice the picks of standard and triple, every
+## variant x seed at its rate (standard and triple on SEEDS seeds, more if their measured spread asks for a +-0.5 dB
+## interval), then the train reports of the first seeds, the comparison and their HTML copies without code. Runs train in
+## runs/ (JOBS at once, one thread each, the most expensive first); what the reports read of each is kept in reports/runs/
+## for git. Only a change on the training path retrains: an interrupted or repeated `make reports` reads back what
+## finished, and a folder made by other settings or training-path code is refused, with the command that frees it.
+## `make reports ARGS=--commands` prints the runs it would train as one twa-train command per line (for a scheduler).
+SEEDS ?= 10
 ## Runs trained at once, one thread each: on 2 cores two 1-thread runs do about twice the work of one 2-thread run
 ## (a 2-thread step of `standard` takes 0.149 s with OMP_WAIT_POLICY=PASSIVE, a 1-thread step 0.134 s; bench/load.py).
-JOBS     ?= $(shell nproc 2>/dev/null || echo 1)
-
-## Every run folder make reports will reuse, checked against the settings and code it would run now (twa.train.check_reuse);
-## after the sweep, the learning rates it chose are checked too.
-CHECK_REUSE = $(BIN)/python -c "import json, os, sys; from twa.train import check_reuse; \
-  chosen = json.load(open('runs/sweep/chosen.json')) if os.path.exists('runs/sweep/chosen.json') else None; \
-  sys.exit(check_reuse('$(VARIANTS)'.split(), '$(SEEDS)'.split(), '$(ONE_SEED)'.split(), '$(PRESET)', [float(x) for x in '$(LRS)'.split()], $(SWEEP), 'runs', chosen))"
-## HTML without code; a train report's progress lines (its cell tagged `progress`) stay in the notebook only.
-HTML = $(BIN)/jupyter nbconvert --log-level=ERROR --to html --no-input --TagRemovePreprocessor.enabled=True \
-  --TagRemovePreprocessor.remove_all_outputs_tags=progress
+JOBS  ?= $(shell nproc 2>/dev/null || echo 1)
+RUN    = $(BIN)/twa-run --preset $(PRESET) --seeds $(SEEDS) --jobs $(JOBS) $(if $(VARIANTS),--variants $(VARIANTS),) $(ARGS)
 
 reports: install
-	@mkdir -p reports runs; start=$$(date +%s); \
-	$(CHECK_REUSE) || exit 1; \
-	echo "sweep: $(VARIANTS) at lr $(LRS), $(SWEEP) of the $(PRESET) preset's steps, $(JOBS) at once"; \
-	printf '%s\n' $(VARIANTS) | xargs -P $(JOBS) -I{} $(BIN)/twa-sweep --variants {} --lrs $(LRS) --preset $(PRESET) --fraction $(SWEEP) \
-	  --out runs/sweep --set threads=1 || exit 1; \
-	$(BIN)/twa-sweep --variants $(VARIANTS) --lrs $(LRS) --preset $(PRESET) --fraction $(SWEEP) --out runs/sweep --set threads=1 || exit 1; \
-	cp runs/sweep/lr_sweep.csv reports/lr_sweep.csv; \
-	$(CHECK_REUSE) || exit 1; \
-	dirs=""; todo=""; for v in $(filter triple,$(VARIANTS)) $(filter-out triple,$(VARIANTS)); do \
-	  lr=$$($(BIN)/python -c "import json; print(json.load(open('runs/sweep/chosen.json'))['$$v'])"); \
-	  seeds="$(SEEDS)"; if [[ " $(ONE_SEED) " == *" $$v "* ]]; then seeds=$${seeds%% *}; fi; \
-	  for s in $$seeds; do \
-	    name=$$($(BIN)/python -c "from twa.config import report_run_name; print(report_run_name('$$v', $$s))"); \
-	    dirs="$$dirs runs/$$name"; todo="$$todo$$v $$s $$lr $$name"$$'\n'; \
-	  done; done; \
-	printf '%s' "$$todo" | xargs -P $(JOBS) -L 1 bash -c 'echo "train runs/$$3 (lr $$2)"; \
-	  $(PM) nbs/train.ipynb reports/train_$$3.ipynb -p attention $$0 -p seed $$1 -p preset $(PRESET) -p lr $$2 \
-	    -p run_dir runs/$$3 -p resume True -p progress log -p threads 1' || exit 1; \
-	$(PM) nbs/compare.ipynb reports/compare.ipynb -p runs_glob "$$dirs" -p preset $(PRESET) || exit 1; \
-	$(HTML) reports/*.ipynb --output-dir reports/html || exit 1; \
-	$(MAKE) --no-print-directory readme || exit 1; \
-	echo "reports: done in $$(( $$(date +%s) - start )) s"
+	@mkdir -p reports; $(RUN) reports && $(MAKE) --no-print-directory readme
 
-## The study (nbs/study.ipynb): triple vs standard along window, site, budget and data, each run trained by twa-train,
-## JOBS at once; reuses make reports' runs and learning rates where they are there (run make reports first), trains
-## what is missing, and reads back what finished. Add seeds with STUDY_SEEDS='0 1 2'.
-STUDY_SEEDS ?= 0
+## The study (nbs/study.ipynb), one call into the runner: triple vs standard along window, site, budget and data, every
+## level on one seed, then the levels whose one-seed gap exceeds the base point's seed spread on 5 paired seeds;
+## reports/study.csv (one row per run), the notebook and its HTML. Its base point is make reports' runs (run it first).
 study: install
-	@mkdir -p reports; start=$$(date +%s); \
-	$(PM) nbs/study.ipynb reports/study.ipynb -p preset $(PRESET) -p seeds "$(STUDY_SEEDS)" -p jobs $(JOBS) || exit 1; \
-	$(HTML) reports/study.ipynb --output-dir reports/html || exit 1; \
-	$(MAKE) --no-print-directory readme || exit 1; \
-	echo "study: done in $$(( $$(date +%s) - start )) s"
+	@mkdir -p reports; $(RUN) study && $(MAKE) --no-print-directory readme
 
 ## JupyterLab on the repository root (nbs/ and reports/), bound to localhost with its token; as root it needs --allow-root.
 lab: install
@@ -128,3 +95,13 @@ lab: install
 
 clean:
 	rm -rf _proc _docs .pytest_cache
+
+## The docs site in _site/ (open _site/index.html; it needs no network): the README, every notebook of nbs/ as stored (not
+## run), and an API page per module from its docstrings. mkdocs.yml; docs/build.py writes the page sources into _docs/.
+docs: install $(VENV)/.docs-installed
+	@mkdir -p _docs; start=$$(date +%s); \
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict && echo "docs: _site/index.html ($$(( $$(date +%s) - start )) s)"
+
+$(VENV)/.docs-installed: $(VENV)/.installed settings.ini setup.py
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $@

@@ -1,4 +1,4 @@
-"Setup for `twa`, reading everything from `settings.ini` (the nbdev 2 template, plus a `gpu` extra)."
+"Setup for `twa`, reading everything from `settings.ini` (the nbdev 2 template, plus `gpu` and `docs` extras)."
 from configparser import ConfigParser
 import setuptools
 
@@ -31,7 +31,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={'twa': ['csrc/*.cpp']},   # the CPU kernel's C++ source, compiled on first use
     install_requires=reqs('requirements'),
-    extras_require={'dev': reqs('dev_requirements'), 'gpu': reqs('gpu_requirements')},
+    extras_require={'dev': reqs('dev_requirements'), 'gpu': reqs('gpu_requirements'), 'docs': reqs('docs_requirements')},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else cfg['description'],

@@ -11,16 +11,15 @@ import argparse
 from pathlib import Path
 import pandas as pd
 import torch
-from twa.data import make_dataset, collate
+from twa.data import collate
 from twa.metrics import contingency, fg_ari
-from twa.train import load_trained
+from twa.train import load_trained, run_dataset
 from common import markdown_table
 
 
 def test_clips(config: dict, clips: int = 64) -> dict:
-    "The first `clips` test clips of a run's data and seed, as one batch."
-    mc, dc, tc = config['model'], config['data'], config['train']
-    ds = make_dataset(dc['dataset'], 'test', mc['num_frames'], mc['image_size'], dc['data_dir'], tc['seed'], mc['patch_size'], **dc['options'])
+    "The first `clips` test clips of a run's data and seed (`twa.train.run_dataset`), as one batch."
+    ds = run_dataset(config, 'test')
     return collate([ds[i] for i in range(min(clips, len(ds)))])
 
 

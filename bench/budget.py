@@ -3,9 +3,9 @@ preset's steps, with `--set` overrides, on several seeds, read on each seed's te
 and the strongest trivial baselines (both from reports/summary.csv, same seeds, same clips; empty for a seed make
 reports did not run) and against issue 25's targets.
 
-Each run is `twa-train` with one thread, `--jobs` at once, into runs/budget/ (a finished run is read back, not
-retrained); the learning rate is the one make reports chose for `standard` (reports/lr_sweep.csv). The table goes
-to bench/results/budget.csv and .md.
+The runs are a plan of the runner (`twa.runs`): one thread each, `--jobs` at once, into runs/budget/ (a finished run is
+read back, not retrained; a folder of other settings or training-path code is refused); the learning rate is the one
+make reports chose for `standard` (reports/lr_sweep.csv). The table goes to bench/results/budget.csv and .md.
 
     .venv/bin/python bench/budget.py --factor 4 --seeds 0 1 2 --set num_slots=6
     .venv/bin/python bench/budget.py --factor 1 --set num_slots=8 --seeds 0 1 2 11 --out bench/results/slots8
@@ -13,12 +13,12 @@ to bench/results/budget.csv and .md.
 The committed results were made while the preset had 6 slots (before issue 25): budget.csv's runs had 6 and its 1x
 columns are make reports' 6-slot runs, as are slots8.csv's. Rerun against today's reports, they compare with 8-slot runs.
 """
-import argparse, subprocess, sys
-from concurrent.futures import ThreadPoolExecutor
+import argparse, sys
 from pathlib import Path
 import pandas as pd
 from twa.config import run_config
-from twa.train import read_json
+from twa.experiments import setting_pairs
+from twa.runs import make_plan, train, read_back
 from common import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,21 +31,6 @@ def chosen_lr(variant: str = 'standard') -> float:
     return float(sweep[(sweep.variant == variant) & sweep.chosen].lr.iloc[0])
 
 
-def finished(run_dir: Path) -> dict | None:
-    "A finished run's eval.json, else None."
-    ev = read_json(run_dir / 'eval.json') if (run_dir / 'eval.json').is_file() else {}
-    return ev if ev.get('status') == 'finished' else None
-
-
-def train(run_dir: Path, args: list) -> None:
-    "Train one run folder with `twa-train args` unless it finished (resuming where it stopped)."
-    if finished(run_dir): return
-    print(f"train {run_dir.relative_to(ROOT)}", flush=True)
-    cmd = [str(Path(sys.executable).parent / 'twa-train'), *args, '--run-dir', str(run_dir), '--progress', 'off']
-    code = subprocess.run(cmd + (['--resume'] if (run_dir / 'eval.json').exists() else [])).returncode
-    if code: raise SystemExit(f"twa-train failed on {run_dir} (exit {code}); its eval.json says why")
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--factor', type=int, default=4, help="times the cpu preset's steps")
@@ -55,17 +40,15 @@ def main(argv=None):
     ap.add_argument('--out', default=str(Path(__file__).parent / 'results' / 'budget'))
     args = ap.parse_args(argv)
     steps, lr = args.factor * run_config('standard', 'cpu').train.steps, chosen_lr()
-    settings = dict(kv.split('=', 1) for kv in args.set)
-    extra = [a for k, v in settings.items() for a in ('--' + k.replace('_', '-'), v)]
+    settings = setting_pairs(args.set)
     name = f'standard_x{args.factor}' + ''.join(f'_{k}{v}' for k, v in settings.items())
-    runs = {ROOT / 'runs' / 'budget' / f'{name}_s{s}':
-            ['--attention', 'standard', '--preset', 'cpu', '--steps', str(steps), '--lr', str(lr), '--seed', str(s), '--threads', '1', *extra]
-            for s in args.seeds}
-    with ThreadPoolExecutor(args.jobs) as pool: list(pool.map(train, runs, runs.values()))
+    plan = make_plan(dict(name=f'budget/{name}_s{s}', variant='standard', preset='cpu', seed=s, lr=lr, settings={**settings, 'steps': steps})
+                     for s in args.seeds)
+    train(plan, ROOT / 'runs', jobs=args.jobs)
     summary = pd.read_csv(ROOT / 'reports' / 'summary.csv').set_index(['variant', 'seed'])
     rows = []
-    for s, d in zip(args.seeds, runs):
-        ev = finished(d)
+    for run in read_back(plan, ROOT / 'runs'):
+        s, ev = run['seed'], run['eval']
         test = ev['test']
         base, thumb, kmeans = (summary.loc[(v, s)] if (v, s) in summary.index else pd.Series(dtype=float)
                                for v in ('standard', 'baseline_thumbnail', 'baseline_kmeans'))

@@ -86,24 +86,29 @@ def test_papermill_as_written(repo):
 
 
 def test_make_reports_as_written(repo):
-    cmd = next(c for c in readme_commands() if c.startswith('make reports')) + " VARIANTS='standard triple concat' SEEDS='0 1' LRS='1e-3 3e-3'"   # concat: ONE_SEED
-    run(".venv/bin/papermill nbs/train.ipynb other.ipynb -p attention standard -p preset smoke -p seed 1 -p steps 2 -p run_dir runs/standard_s1", repo)
+    extra = " VARIANTS='standard triple concat' SEEDS=2 ARGS='--lrs 1e-3 2e-3 --fraction 1 --max-seeds 2'"   # concat: one seed
+    cmd = next(c for c in readme_commands() if c.startswith('make reports')) + extra
+    run(".venv/bin/papermill nbs/train.ipynb other.ipynb -p attention standard -p preset smoke -p seed 1 -p steps 2 -p run_dir runs/main/standard_s1", repo)
     refused = subprocess.run(['bash', '-c', smoke(cmd)], cwd=repo, capture_output=True, text=True, env=environment(repo))
     said = refused.stdout + refused.stderr
-    assert refused.returncode != 0 and 'refusing to reuse runs/standard_s1: it records other settings (train.steps: 2 -> 4)' in said, said[-3000:]
-    assert 'mv runs/standard_s1 runs/standard_s1.old' in said and 'sweep:' not in said                        # in its first seconds
-    shutil.rmtree(repo / 'runs' / 'standard_s1')
+    assert refused.returncode != 0 and 'twa-run: refusing runs/main/standard_s1: it records other settings (' in said, said[-3000:]
+    assert 'train.steps: 2 -> 4' in said and 'mv runs/main/standard_s1 runs/main/standard_s1.old' in said and 'Traceback' not in said
+    assert not (repo / 'runs' / 'main' / 'standard_s0').exists()                              # refused before the main runs trained
+    shutil.rmtree(repo / 'runs' / 'main' / 'standard_s1')
     out = run(smoke(cmd), repo)                                          # next to the README's earlier runs, which it leaves alone
-    assert 'reports: done in' in out.stdout
+    assert 'reports: done in' in out.stdout + out.stderr
     summary = pd.read_csv(repo / 'reports' / 'summary.csv')
     assert set(summary.variant) >= {'standard', 'triple', 'baseline_mean', 'baseline_background'}
     assert (summary.variant == 'concat').sum() == 1 and (summary.variant == 'standard').sum() == 2
     assert summary.git_commit.nunique(dropna=False) == 1                                          # one commit (none in this copy)
     sweep = pd.read_csv(repo / 'reports' / 'lr_sweep.csv')
     assert sweep.groupby('variant').chosen.sum().eq(1).all()
+    records = repo / 'reports' / 'runs'                                                          # what git keeps of each run
+    assert {p.name for p in (records / 'main' / 'triple_s0').iterdir()} == {'eval.json', 'metrics.parquet', 'config.json', 'model.safetensors'}
+    assert {p.name for p in (records / 'main' / 'triple_s1').iterdir()} == {'eval.json', 'metrics.parquet'}
     html = (repo / 'reports' / 'html' / 'compare.html').read_text()
     assert 'hl-ipython3' not in html                                                             # no code cell in the HTML
-    answers, first_figure = html.index('Does triple-wise attention reconstruct better?'), html.index('<img')
+    answers, first_figure = html.index('reconstruct better than <code>standard</code>?'), html.index('<img')
     assert answers < first_figure                                                                # the answers come first
     short, method = html.index('1. Quality:'), html.index('How the runs were made')
     assert short < html.index('2. Efficiency:') < html.index('3. Cost:') < answers < method      # one line each, then details, then the method
@@ -111,11 +116,16 @@ def test_make_reports_as_written(repo):
         assert not re.search(r'>\s*(NaN|nan)\s*<', page.read_text()), page                    # missing values read "—"
     train_html = (repo / 'reports' / 'html' / 'train_triple_s0.html').read_text()
     assert train_html.index('baseline_background') < train_html.index('id="Settings"') and 'triple_s0: step' not in train_html
-    # Finished runs are read back, not retrained: make reports' second twa-sweep reads the sweep's, the study reads these
-    # (test_reliability's papermill rerun covers one train report read back).
-    study = run(smoke(next(c for c in readme_commands() if c.startswith('make study'))), repo)   # on make reports' runs and rates
-    assert 'study: done in' in study.stdout and (repo / 'reports' / 'html' / 'study.html').exists()
-    assert not (repo / 'runs' / 'study' / 'standard_base_s0').exists()                          # the base point is make reports' runs
+    # A report change reruns on the kept records alone: no runs/ (a fresh clone), nothing trains, the same summary.
+    shutil.move(repo / 'runs', repo / 'runs.moved')
+    again = run(smoke(cmd), repo)
+    assert not re.search(r'^train ', again.stdout, re.M) and pd.read_csv(repo / 'reports' / 'summary.csv').equals(summary), again.stdout[-2000:]
+    shutil.move(repo / 'runs.moved', repo / 'runs')
+    study = run(smoke(next(c for c in readme_commands() if c.startswith('make study'))) + " SEEDS=2 ARGS='--lrs 1e-3 2e-3 --fraction 1 --replicate 2'", repo)
+    assert 'study: done in' in study.stdout + study.stderr and (repo / 'reports' / 'html' / 'study.html').exists()
+    assert not list((repo / 'runs' / 'study').glob('*base*'))                                   # the base point is make reports' runs
+    table = pd.read_csv(repo / 'reports' / 'study.csv')
+    assert set(table.factor) == {'base', 'window', 'site', 'budget', 'data'} and (table[table.factor == 'base'].seed.nunique() == 2)
     readme = (repo / 'README.md').read_text()
     assert '### Where it could flip (`make study`, ' in readme and '**Window:**' in readme and '<!-- reports/study.md -->' not in readme
 

@@ -166,7 +166,7 @@ def make_two_videos(d):
 
 BAD = {
     'unknown attention': (dict(attention='quad'), "unknown variant 'quad'"),
-    'misspelled parameter': (dict(step=30), "unknown setting(s) ['step']; valid names: model:"),
+    'misspelled parameter': (dict(step=30), "unknown setting(s) ['step']; valid names: run: imports; model:"),
     'wrong type': (dict(num_slots='six'), "model.num_slots must be int, got 'six'"),
     'unknown preset': (dict(preset='huge'), "unknown preset 'huge'"),
     'unknown dataset': (dict(dataset='kinetics'), "unknown dataset 'kinetics'"),

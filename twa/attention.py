@@ -244,7 +244,43 @@ def pick_backend(backend: str, q: torch.Tensor, normalize: str, window=None, mas
 # %% ../nbs/00_attention.ipynb #778aee2d
 def triple_attention(q, k1, k2, v1, v2, pair_mask=None, scale=None, causal=False, window=None, key_padding_mask=None,
                      normalize='keys', backend='auto', chunk_size=None):
-    "2-simplicial attention: `q [b, n_q, h, d]`, `k1, v1 [b, n_1, h_kv, d]`, `k2, v2 [b, n_2, h_kv, d]` -> `[b, n_q, h, d]`; options as tabled above."
+    """2-simplicial (triple-wise) attention: each query attends to pairs of keys `(j, k)`.
+
+    The logits are `A_ijk = scale · Σ_d q_id k1_jd k2_kd`, the weights `P_ijk` a softmax over the pairs that query `i`
+    may use, and the output `o_i = Σ_jk P_ijk (v1_j ⊙ v2_k)`. The pairs query `i` may use are those that every mask given
+    allows (`pair_mask`, `causal`, `window`, `key_padding_mask`). A query with no allowed pair gets a zero output and zero
+    gradients, never NaN.
+
+    Args:
+        q: queries, `[b, n_q, h, d]`.
+        k1: first keys, `[b, n_1, h_kv, d]`; `h_kv` divides `h` (query head `g` reads key/value head `g // (h // h_kv)`).
+        k2: second keys, `[b, n_2, h_kv, d]`.
+        v1: values of `k1`, `[b, n_1, h_kv, d]`.
+        v2: values of `k2`, `[b, n_2, h_kv, d]`.
+        pair_mask: bool `[n_1, n_2]`, shared by the batch and the queries: pair `(j, k)` is allowed where True.
+            None allows all pairs.
+        scale: the logits' scale; None is `d ** -0.5`.
+        causal: query `i` sees `j <= i` and `k <= i`; needs `n_q == n_1 == n_2`.
+        window: `(w1, w2)`, two ints >= 1: query `i` sees `i - w1 < j <= i` and `i - w2 < k <= i`; implies `causal`.
+        key_padding_mask: `(m1, m2)`, bool `[b, n_1]` and `[b, n_2]` (True = a real key; either may be None).
+        normalize: 'keys', a softmax over the allowed pairs per query; or 'queries', as in Slot Attention: each allowed
+            pair `τ = (j, k)` shares its weight out among the queries, `W_iτ = softmax_i(A_iτ) + ε` (0 for a pair not
+            allowed), and `o_i = Σ_τ W_iτ (v1_j ⊙ v2_k) / Σ_τ W_iτ`. 'queries' takes no `causal` or `window`.
+        backend: 'auto', 'chunked', 'cpp', 'pairs' or 'triton'. 'chunked' runs in PyTorch on any device; 'cpp' is the
+            compiled CPU kernel of windowed calls; 'pairs' the compiled CPU kernel of a `pair_mask` alone with
+            normalize='queries'; 'triton' the fused Triton kernel (CUDA tensors, or `TRITON_INTERPRET=1` on CPU).
+            'auto' takes 'triton' for CUDA tensors when Triton is installed (with normalize='queries' only up to
+            `twa.kernels.QUERIES_MAX` queries), else 'cpp' or 'pairs' where the call fits them and the CPU kernel is
+            built (not with `TWA_CPU_KERNEL=0`), else 'chunked'.
+        chunk_size: an int >= 1 that caps the tiles (queries, keys, heads per step) of the 'chunked' and 'cpp' paths,
+            to bound their memory; None sizes them from a memory budget.
+
+    Returns:
+        `[b, n_q, h, d]`, in the dtype of `q` (float16 and bfloat16 are computed in float32 except by 'triton').
+
+    Raises:
+        ValueError: for shapes, masks or options that do not fit together, or a `backend` that cannot run the call.
+    """
     h_kv, pair_mask, causal, window, pads = check_triple(q, k1, k2, v1, v2, pair_mask, causal, window, key_padding_mask, normalize)
     if chunk_size is not None and chunk_size < 1: raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     masks = 'other' if causal or any(m is not None for m in pads) else 'none' if pair_mask is None else 'pairs'

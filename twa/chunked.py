@@ -9,17 +9,20 @@ from typing import NamedTuple
 import torch
 
 # %% auto #0
-__all__ = ['EPS', 'LOG2E', 'LN2', 'safe_div', 'Step', 'span', 'trimmed', 'pair_steps', 'causal_steps', 'plan_steps', 'make_plan',
-           'mask_free_plan', 'query_view', 'Workspace', 'step_workspace', 'operands', 'mul_sum', 'add_rows',
-           'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'offset_exp2', 'max_offset_exp2',
-           'rescale', 'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads', 'triple_backward',
-           'TripleChunkedFn']
+__all__ = ['EPS', 'LOG2E', 'LN2', 'safe_div', 'Step', 'span', 'trimmed', 'pair_steps', 'causal_steps', 'make_plan',
+           'mask_free_plan', 'plan_steps', 'query_view', 'Workspace', 'step_workspace', 'operands', 'mul_sum',
+           'add_rows', 'add_product', 'step_keeps', 'as_bias', 'step_logits', 'is_meta', 'max_offset_exp2', 'rescale',
+           'offset_exp2', 'StepCache', 'forward_keys', 'competition', 'forward_queries', 'step_grads',
+           'triple_backward', 'TripleChunkedFn']
 
 # %% ../nbs/00a_chunked.ipynb #3863f584
 EPS = 1e-8  # Slot Attention's ε: with normalize='queries' every allowed key keeps a little weight in every query
+
 LOG2E = 1.4426950408889634  # log2(e): logits are kept in base 2 inside, since exp2 is cheaper than exp on CPU
+
 LN2 = 1 / LOG2E
 
+# %% ../nbs/00a_chunked.ipynb #535eeb83
 def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     "`num / den`, and 0 where `den` is 0 (a query with nothing to attend to gets a zero output and zero gradients)."
     return num / den.masked_fill(den == 0, 1.0)
@@ -34,8 +37,10 @@ class Step(NamedTuple):
     mask: torch.Tensor | None    # bool, broadcastable to [ci, R, C]; None: all allowed
     heads: slice = slice(None)   # which of the B key/value heads
 
+# %% ../nbs/00a_chunked.ipynb #60e0e6da
 def span(idx: slice) -> int: return idx.stop - idx.start
 
+# %% ../nbs/00a_chunked.ipynb #774ffec7
 def trimmed(i0: int, ci: int, rows: slice, mask: torch.Tensor):
     "A `Step` over `rows`, its columns cut to those the mask `[ci|1, R, C]` allows (column 0 = key 0); None if it allows none."
     cols = mask.flatten(0, 1).any(0).nonzero().flatten().tolist()
@@ -55,6 +60,7 @@ def pair_steps(n_q: int, n1: int, n2: int, pair_mask, ci: int, R: int) -> list:
             elif (s := trimmed(i0, min(ci, n_q - i0), rows, pair_mask[None, rows])) is not None: steps.append(s)
     return steps
 
+# %% ../nbs/00a_chunked.ipynb #1641c131
 def causal_steps(n: int, pair_mask, ci: int, R: int) -> list:
     "Causal steps: tiles `[i0, i1)` of queries see rows and columns `< i1`, with `j, k <= i` inside."
     steps = []
@@ -69,12 +75,6 @@ def causal_steps(n: int, pair_mask, ci: int, R: int) -> list:
     return steps
 
 # %% ../nbs/00a_chunked.ipynb #b4bcf8f5
-def plan_steps(B: int, G: int, n_q: int, n1: int, n2: int, pair_mask=None, causal=False, normalize='keys',
-               chunk_size=None, budget: int = 2 ** 20, device=None) -> list:
-    "The steps of one call (`B = b·h_kv` key/value heads, `G` query heads each), on `device`; plans without a `pair_mask` are cached."
-    args = (B, G, n_q, n1, n2, causal, normalize, chunk_size, budget, device)
-    return mask_free_plan(*args) if pair_mask is None else make_plan(pair_mask.cpu(), *args)
-
 def make_plan(pair_mask, B, G, n_q, n1, n2, causal, normalize, chunk_size, budget, device) -> list:
     cap = lambda x: max(1, min(x, chunk_size or x))
     if causal:
@@ -88,14 +88,23 @@ def make_plan(pair_mask, B, G, n_q, n1, n2, causal, normalize, chunk_size, budge
     Bc = cap(min(B, max(1, budget // (G * ci * R * n2))))                           # heads per step: the rest of the budget
     return [s._replace(mask=None if s.mask is None else s.mask.to(device), heads=slice(b0, b0 + Bc)) for b0 in range(0, B, Bc) for s in steps]
 
+# %% ../nbs/00a_chunked.ipynb #233c7afd
 @functools.lru_cache(maxsize=64)
 def mask_free_plan(*args) -> list: return make_plan(None, *args)
+
+# %% ../nbs/00a_chunked.ipynb #c54cb3fc
+def plan_steps(B: int, G: int, n_q: int, n1: int, n2: int, pair_mask=None, causal=False, normalize='keys',
+               chunk_size=None, budget: int = 2 ** 20, device=None) -> list:
+    "The steps of one call (`B = b·h_kv` key/value heads, `G` query heads each), on `device`; plans without a `pair_mask` are cached."
+    args = (B, G, n_q, n1, n2, causal, normalize, chunk_size, budget, device)
+    return mask_free_plan(*args) if pair_mask is None else make_plan(pair_mask.cpu(), *args)
 
 # %% ../nbs/00a_chunked.ipynb #afc71351
 def query_view(x: torch.Tensor, s: Step) -> torch.Tensor:
     "The step's heads and queries of `x [B, G, n_q, ...]`, a view `[B', G, ci, ...]`."
     return x[s.heads, :, s.i0:s.i0 + s.ci]
 
+# %% ../nbs/00a_chunked.ipynb #475f7132
 class Workspace:
     "Flat buffers reused by every step of a call, one per name, grown to the largest request (`sizes` can set it up front), and their views per shape."
     def __init__(self, like: torch.Tensor, sizes: dict | None = None):
@@ -114,6 +123,7 @@ class Workspace:
         if (name, shape) not in self.views: self.views[name, shape] = self.like.new_zeros(shape)
         return self.views[name, shape]
 
+# %% ../nbs/00a_chunked.ipynb #8064fb4a
 def step_workspace(like: torch.Tensor, steps: list) -> Workspace:
     "A `Workspace` sized for the largest of `steps`: logit-sized buffers (`s`, `dp`, `w`) and row-sized ones (the rest)."
     G, d = like.shape[1], like.shape[-1]
@@ -126,14 +136,17 @@ def operands(s: Step, k1, v1, k2, v2) -> list:
     "The step's `k1, v1` rows as views `[B', 1, 1, R, d]` and its `k2, v2` columns as GEMM operands `[B', C, d]`."
     return [t[s.heads, None, None, s.rows] for t in (k1, v1)] + [t[s.heads, s.cols] for t in (k2, v2)]
 
+# %% ../nbs/00a_chunked.ipynb #430ce303
 def mul_sum(ws: Workspace, a, b, dims, out=None) -> torch.Tensor:
     "`(a * b).sum(dims)` (into `out` if given), the product in the workspace."
     return torch.sum(torch.mul(a, b, out=ws.take('prod', *torch.broadcast_shapes(a.shape, b.shape))), dims, out=out)
 
+# %% ../nbs/00a_chunked.ipynb #eec2d627
 def add_rows(ws: Workspace, dst, rows: slice, a, b):
     "`dst [B, n, d]` += `a ⊙ b` (`[B, G, ci, R, d]`) summed over what shares a row, the query heads and the queries."
     dst[:, rows] += mul_sum(ws, a, b, (1, 2))
 
+# %% ../nbs/00a_chunked.ipynb #fd863fe3
 def add_product(dst, cols: slice, a, b):
     "`dst [B, n, d]` += `a @ b` (`[B, C, d]`) at the step's columns."
     dst[:, cols].baddbmm_(a, b)
@@ -146,10 +159,12 @@ def step_keeps(s: Step, pads) -> list:
                         None if p1 is None else p1[s.heads, None, None, s.rows, None],
                         None if p2 is None else p2[s.heads, None, None, None, s.cols]) if m is not None]
 
+# %% ../nbs/00a_chunked.ipynb #b73421db
 def as_bias(keep: torch.Tensor, dtype) -> torch.Tensor:
     "0 where `keep`, -inf elsewhere: added to logits, much faster than a broadcast `masked_fill_`."
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float('-inf'))
 
+# %% ../nbs/00a_chunked.ipynb #c1c9e7bd
 def step_logits(ws: Workspace, s: Step, q, k1r, k2c, keeps, offset=None):
     "Base-2 logits of step `s` minus a per-query `offset`, `[B, G, ci, R, C]` (-inf where not allowed), and the GEMM rows `q ⊙ k1` `[B, G·ci·R, d]`."
     B, G, ci, d = q.shape
@@ -163,14 +178,7 @@ def step_logits(ws: Workspace, s: Step, q, k1r, k2c, keeps, offset=None):
 # %% ../nbs/00a_chunked.ipynb #3ec6b467
 def is_meta(t: torch.Tensor) -> bool: return t.device.type == 'meta'
 
-def offset_exp2(logits, m: torch.Tensor, limit: float = 64.0):
-    "`p = 2^(s - m')` for a step (`logits(offset)` computes `s - offset`), its sums over the step's pairs, and the offset `m'` used."
-    if not is_meta(m) and not bool((m == float('-inf')).any()):
-        p = logits(m).exp2_()
-        lc = p.sum((-2, -1))
-        if not bool((lc > 2.0 ** limit).any()): return p, lc, m
-    return max_offset_exp2(logits(None), m)
-
+# %% ../nbs/00a_chunked.ipynb #4debd73c
 def max_offset_exp2(s, m: torch.Tensor):
     "`p = 2^(s - m')` in place of the logits `s`, with the running maximum `m' = max(m, max s)` as offset; its sums and `m'`."
     m_new = torch.maximum(m, s.amax((-2, -1)))
@@ -178,10 +186,20 @@ def max_offset_exp2(s, m: torch.Tensor):
     p = s.sub_(m_safe[..., None, None]).exp2_()
     return p, p.sum((-2, -1)), m_new
 
+# %% ../nbs/00a_chunked.ipynb #4f6f9545
 def rescale(m: torch.Tensor, m_new: torch.Tensor, l: torch.Tensor, acc: torch.Tensor):
     "Move the running sums `l [.., n]` and `acc [.., n, d]` from offset `m` to `m_new`, in place (`m` becomes `m_new`)."
     alpha = (m - m_new).exp2().nan_to_num(0.0)                               # -inf - -inf: nothing accumulated yet
     l.mul_(alpha); acc.mul_(alpha[..., None]); m.copy_(m_new)
+
+# %% ../nbs/00a_chunked.ipynb #9a83b7bb
+def offset_exp2(logits, m: torch.Tensor, limit: float = 64.0):
+    "`p = 2^(s - m')` for a step (`logits(offset)` computes `s - offset`), its sums over the step's pairs, and the offset `m'` used."
+    if not is_meta(m) and not bool((m == float('-inf')).any()):
+        p = logits(m).exp2_()
+        lc = p.sum((-2, -1))
+        if not bool((lc > 2.0 ** limit).any()): return p, lc, m
+    return max_offset_exp2(logits(None), m)
 
 # %% ../nbs/00a_chunked.ipynb #94d9a049
 class StepCache(list):
@@ -223,6 +241,7 @@ def competition(lg: torch.Tensor, keeps: list, out: torch.Tensor):
     for keep in keeps: w.mul_(keep)
     return a, w
 
+# %% ../nbs/00a_chunked.ipynb #a3d7f30c
 def forward_queries(qs, k1, k2, v1, v2, steps, pads, cache=None):
     "Forward of `normalize='queries'`: `o [B, G, n_q, d]` and the weight sums `Σ_τ W_iτ`, `[B, G, n_q]`."
     B, G, nq, d = qs.shape

@@ -4,7 +4,8 @@
 
 # %% ../nbs/07_config.ipynb #eecd7cab
 from __future__ import annotations
-import argparse, json, os
+import argparse, hashlib, importlib.util, json, os, sys
+from pathlib import Path
 from dataclasses import dataclass, asdict, field, fields, replace
 from typing import Any
 from .model import ModelConfig
@@ -12,8 +13,8 @@ from .variants import VARIANTS, variant_config
 from .data import DATASETS
 
 # %% auto #0
-__all__ = ['PRESETS', 'TYPES', 'TrainConfig', 'dataset_options', 'DataConfig', 'Preset', 'run_name', 'report_run_name',
-           'RunConfig', 'setting_names', 'check_type', 'typed', 'run_config']
+__all__ = ['PRESETS', 'TYPES', 'TrainConfig', 'dataset_options', 'DataConfig', 'Preset', 'run_name', 'import_paths',
+           'load_imports', 'RunConfig', 'setting_names', 'check_type', 'typed', 'run_config']
 
 # %% ../nbs/07_config.ipynb #45280597
 @dataclass(frozen=True)
@@ -90,13 +91,37 @@ PRESETS = {
 }
 
 # %% ../nbs/07_config.ipynb #b6f21c71
-def run_name(variant: str, preset: str, seed: int) -> str:
-    "The name of a run's folder (under `runs/`) and of `make train`'s report: `triple_cpu_s0`, `triple_smoke_s0`."
-    return f"{variant}_{preset}_s{seed}"
+def run_name(variant: str, preset: str, seed: int, dataset: str = 'shapes') -> str:
+    "The name of a run's folder (under `runs/`) and of `make train`'s report: `triple_cpu_s0`, `triple_smoke_s0`; the dataset when it is not the default: `triple_cpu_videos_s0`."
+    return f"{variant}_{preset}{'' if dataset == 'shapes' else '_' + dataset}_s{seed}"
 
-def report_run_name(variant: str, seed: int) -> str:
-    "The name of a run `make reports` makes (its folder under `runs/`, its report `reports/train_<name>.ipynb`): `triple_s0`."
-    return f"{variant}_s{seed}"
+# %% ../nbs/07_config.ipynb #821034e9
+def import_paths(imports: str) -> list[Path]:
+    "The source file of each module or `.py` path in `imports` (space-separated); a `ValueError` names one that is not there."
+    out = []
+    for item in imports.split():
+        if item.endswith('.py'):
+            path = Path(item).expanduser().resolve()
+            if not path.is_file(): raise ValueError(f"imports: no file {item} (from {Path.cwd()}); give a .py file that exists, or a module name")
+            out.append(path)
+        else:
+            spec = importlib.util.find_spec(item)
+            if spec is None or spec.origin is None: raise ValueError(f"imports: no module {item!r} on the Python path; give its .py file instead, or install it")
+            out.append(Path(spec.origin))
+    return out
+
+def load_imports(imports: str) -> list[Path]:
+    "Import each file or module of `imports` once (a `.py` file as module `twa_user_<name>`), so that the variants and datasets it registers count; returns their files."
+    paths = import_paths(imports)
+    for item, path in zip(imports.split(), paths):
+        if not item.endswith('.py'): importlib.import_module(item); continue
+        name = f"twa_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+        if name in sys.modules: continue
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        try: spec.loader.exec_module(module)
+        except BaseException: del sys.modules[name]; raise
+    return paths
 
 # %% ../nbs/07_config.ipynb #14e49776
 @dataclass(frozen=True)
@@ -106,16 +131,18 @@ class RunConfig:
     model: ModelConfig
     train: TrainConfig
     data: DataConfig
+    imports: str = ''        # modules or .py files imported before the run (space-separated): a researcher's own variants and datasets
 
     def to_dict(self) -> dict: return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> 'RunConfig':
-        return cls(d['variant'], d['preset'], ModelConfig(**d['model']), TrainConfig(**d['train']), DataConfig(**d['data']))   # run_dir may be absent
+        return cls(d['variant'], d['preset'], ModelConfig(**d['model']), TrainConfig(**d['train']), DataConfig(**d['data']),   # run_dir may be absent
+                   d.get('imports', ''))
 
 def setting_names(dataset: str = DataConfig.dataset) -> dict[str, list[str]]:
     "The names `run_config` accepts, by where they go."
-    return dict(model=[f.name for f in fields(ModelConfig) if f.name != 'attention'], train=[f.name for f in fields(TrainConfig)],
+    return dict(run=['imports'], model=[f.name for f in fields(ModelConfig) if f.name != 'attention'], train=[f.name for f in fields(TrainConfig)],
                 data=['dataset', 'data_dir'], dataset_options=sorted(dataset_options(dataset)))
 
 # %% ../nbs/07_config.ipynb #6d2ecc7e
@@ -134,9 +161,12 @@ def typed(cls, values: dict, where: str) -> dict:
     return values
 
 # %% ../nbs/07_config.ipynb #5abb5105
-def run_config(variant: str = 'standard', preset: str = 'cpu', **overrides) -> RunConfig:
-    "The run of `variant` at `preset` with `overrides`, each routed by name to the model, training or data settings."
-    if variant not in VARIANTS: raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
+def run_config(variant: str = 'triple', preset: str = 'cpu', **overrides) -> RunConfig:
+    "The run of `variant` at `preset` with `overrides`, each routed by name to the model, training or data settings; `imports` (modules or `.py` files) are imported first, so the variants and datasets they register count."
+    imports = overrides.pop('imports', None) or ''
+    check_type('imports', imports, 'str'); load_imports(imports)
+    if variant not in VARIANTS: raise ValueError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}"
+                                                 + ('' if imports else ". A variant of your own: put its register_attention call in a file and pass imports=<file>"))
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
     names = setting_names(overrides.get('dataset', DataConfig.dataset))
     unknown = sorted(set(overrides) - {n for group in names.values() for n in group})
@@ -146,7 +176,7 @@ def run_config(variant: str = 'standard', preset: str = 'cpu', **overrides) -> R
     base = PRESETS[preset]
     model = variant_config(variant, replace(base.model, **typed(ModelConfig, pick('model'), 'model')))
     train = replace(base.train, **typed(TrainConfig, pick('train'), 'train')).validate()
-    if train.run_dir is None: train = replace(train, run_dir=f"runs/{run_name(variant, preset, train.seed)}")
     data = typed(DataConfig, pick('data'), 'data')
     data = DataConfig(**data, options=DATASETS[data.get('dataset', DataConfig.dataset)].parse(pick('dataset_options'))).validate()
-    return RunConfig(variant, preset, model, train, data)
+    if train.run_dir is None: train = replace(train, run_dir=f"runs/{run_name(variant, preset, train.seed, data.dataset)}")
+    return RunConfig(variant, preset, model, train, data, imports)

@@ -380,7 +380,9 @@ def download_openvid(dest, pattern: str = 'data/train-*.parquet') -> list[Path]:
     return find_files(dest, OPENVID_PATTERNS, 'openvid', how)
 
 # %% ../nbs/01_data.ipynb #ce4b36cf
-PREPARED_FORMAT, PARTIAL, COMPRESSIONS = 'twa-openvid-prepared', '.partial', (None, 'zstd', 'lz4')
+PREPARED_FORMAT = 'twa-openvid-prepared'   # the `format` in a prepared copy's manifest
+PARTIAL = '.partial'                       # the suffix of a file still being written, renamed away when whole
+COMPRESSIONS = (None, 'zstd', 'lz4')       # what prepare_openvid can compress the shards with
 
 def fsync(path):
     "Flush `path` to disk, so that a rename after it never exposes a file whose data is not there."

@@ -21,6 +21,7 @@ def _load_rows(ptr, offs, n, offs_d, d):
     "Rows `offs` of a contiguous `[n, d]` matrix at `ptr`, as fp32 `[len(offs), BD]`, zero outside."
     return tl.load(ptr + offs[:, None] * d + offs_d[None, :], mask=(offs < n)[:, None] & (offs_d < d)[None, :], other=0.0).to(tl.float32)
 
+# %% ../nbs/05_kernels.ipynb #c55ffc04
 @triton.jit
 def _allowed(MASK, PAD1, PAD2, offs_i, offs_j, offs_k, n1, n2, w1, w2, HAS_MASK: tl.constexpr, HAS_PAD1: tl.constexpr,
              HAS_PAD2: tl.constexpr, CAUSAL: tl.constexpr, BQ: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr):
@@ -36,6 +37,7 @@ def _allowed(MASK, PAD1, PAD2, offs_i, offs_j, offs_k, n1, n2, w1, w2, HAS_MASK:
         ok3 = ok3 & (dj >= 0) & (dj < w1) & (dk >= 0) & (dk < w2)
     return tl.reshape(ok3, (BQ * BJ, BK))
 
+# %% ../nbs/05_kernels.ipynb #8151b15f
 @triton.jit
 def _seen(i0, i1, n, w, CAUSAL: tl.constexpr):
     "The keys `[lo, hi)` that queries `[i0, i1)` may see: all, or `i - w < j <= i`."
@@ -43,6 +45,7 @@ def _seen(i0, i1, n, w, CAUSAL: tl.constexpr):
     if CAUSAL: lo, hi = tl.maximum(i0 - w + 1, 0), tl.minimum(i1, n)
     return lo, hi
 
+# %% ../nbs/05_kernels.ipynb #eebd008e
 @triton.jit
 def _seen_by(k0, width, nq, w, CAUSAL: tl.constexpr):
     "The queries `[lo, hi)` that may see keys `[k0, k0 + width)`: all, or `k <= i < k + w`."
@@ -50,11 +53,13 @@ def _seen_by(k0, width, nq, w, CAUSAL: tl.constexpr):
     if CAUSAL: lo, hi = k0, tl.minimum(k0 + width - 1 + w, nq)
     return lo, hi
 
+# %% ../nbs/05_kernels.ipynb #bf1d3161
 @triton.jit
 def _kv_at(K1, V1, K2, V2, PAD1, PAD2, b, n1, n2, d):
     "Pointers to key/value head `b`'s `k1, v1, k2, v2` and its key padding."
     return K1 + b * n1 * d, V1 + b * n1 * d, K2 + b * n2 * d, V2 + b * n2 * d, PAD1 + b * n1, PAD2 + b * n2
 
+# %% ../nbs/05_kernels.ipynb #5a2cf08b
 @triton.jit
 def _rows_of(x, BQ: tl.constexpr, BJ: tl.constexpr):
     "A per-query vector `[BQ]` repeated for each `j`: `[BQ·BJ]`."
@@ -117,6 +122,7 @@ def _tile_grads(Q, DO, LSE, DELTA, bg, k1, v1, K2, V2, MASK, PAD1, PAD2, offs_i,
     ds = p * (tl.dot(dov1, tl.trans(v2)) - _rows_of(delta, BQ, BJ)[:, None]) * LN2
     return q, do, k2, v2, qk1, dov1, p, ds
 
+# %% ../nbs/05_kernels.ipynb #ef1938a2
 @triton.jit
 def _triple_bwd_dq(Q, K1, K2, V1, V2, DO, LSE, DELTA, MASK, PAD1, PAD2, DQ, nq, n1, n2, d, G, w1, w2,
                    HAS_MASK: tl.constexpr, HAS_PAD1: tl.constexpr, HAS_PAD2: tl.constexpr, CAUSAL: tl.constexpr,
@@ -199,6 +205,7 @@ def _competition(q, k1, k2, offs_i, nq, ok, eps, BQ: tl.constexpr, BJ: tl.conste
     a = e / tl.sum(e, 0)[None, :]
     return a, tl.where(tl.reshape(ok, (BQ, BJ * BK)), a + eps, 0.0), qk1
 
+# %% ../nbs/05_kernels.ipynb #a1aec0d8
 @triton.jit
 def _triple_fwd_queries(Q, K1, K2, V1, V2, MASK, PAD1, PAD2, O, DEN, nq, n1, n2, d, G, eps,
                         HAS_MASK: tl.constexpr, HAS_PAD1: tl.constexpr, HAS_PAD2: tl.constexpr,
@@ -272,42 +279,19 @@ def _triple_bwd_queries(Q, K1, K2, V1, V2, GO, DELTA, MASK, PAD1, PAD2, DQ, DK1,
             _add_rows(DV1, offs_j, n1, offs_d, d, dv1)
         tl.store(DQ + bg * nq * d + offs_i[:, None] * d + offs_d[None, :], dq, mask=(offs_i < nq)[:, None] & (offs_d < d)[None, :])
 
-# %% ../nbs/05_kernels.ipynb #710725ac
-def _queries_forward(ctx, qs, k1, k2, v1, v2, masks, flags):
-    "Forward of `normalize='queries'`: the output, and the weight sums `Σ_τ W_iτ` kept for the backward."
-    B, G, nq, d = qs.shape
-    if nq > QUERIES_MAX: raise ValueError(f"the Triton kernel's normalize='queries' holds a head's queries in one program: n_q <= {QUERIES_MAX}, got {nq}")
-    flags = {k: v for k, v in flags.items() if k != 'CAUSAL'}
-    blk = _blocks(nq, k1.shape[1], k2.shape[1], d)
-    o, den = torch.empty_like(qs), torch.empty(B, G, nq, device=qs.device, dtype=torch.float32)
-    _triple_fwd_queries[(B * G,)](qs, k1, k2, v1, v2, *masks, o, den, nq, k1.shape[1], k2.shape[1], d, G, EPS, **flags, **blk)
-    ctx.save_for_backward(qs, k1, k2, v1, v2, o, den, *masks)
-    ctx.flags, ctx.blk = flags, blk
-    return o
-
-def _queries_backward(ctx, do):
-    "The five gradients of `normalize='queries'` (w.r.t. the base-2-scaled queries, keys and values)."
-    qs, k1, k2, v1, v2, o, den, *masks = ctx.saved_tensors
-    B, G, nq, d = qs.shape
-    go = (do.float() / den.masked_fill(den == 0, 1.0)[..., None]).contiguous()       # o = N / Σ W: the numerator's gradient
-    delta = (go * o.float()).sum(-1).contiguous()
-    dq = torch.empty(qs.shape, device=qs.device, dtype=torch.float32)
-    dk1, dk2, dv1, dv2 = (torch.zeros(t.shape, device=t.device, dtype=torch.float32) for t in (k1, k2, v1, v2))
-    _triple_bwd_queries[(B,)](qs, k1, k2, v1, v2, go, delta, *masks, dq, dk1, dk2, dv1, dv2, nq, k1.shape[1], k2.shape[1], d, G, EPS,
-                              **ctx.flags, **ctx.blk)
-    return tuple(g.to(t.dtype) for g, t in zip((dq, dk1, dk2, dv1, dv2), (qs, k1, k2, v1, v2)))
-
 # %% ../nbs/05_kernels.ipynb #91ef21b9
 def _blocks(nq: int, n1: int, n2: int, d: int) -> dict:
     p2 = lambda n, lo, hi: max(lo, min(hi, triton.next_power_of_2(n)))
     return dict(BQ=p2(nq, 16, 64), BJ=p2(n1, 1, 4), BK=p2(n2, 16, 64), BD=p2(d, 16, 256))
 
+# %% ../nbs/05_kernels.ipynb #99079648
 def _masks(qs, pair_mask, pads, causal: bool) -> tuple:
     "The mask tensors (`int8`, or a placeholder) and their flags."
     as_i8 = lambda m: qs.new_zeros(1, dtype=torch.int8) if m is None else m.to(device=qs.device, dtype=torch.int8).contiguous()
     flags = dict(HAS_MASK=pair_mask is not None, HAS_PAD1=pads[0] is not None, HAS_PAD2=pads[1] is not None, CAUSAL=causal)
     return (as_i8(pair_mask), as_i8(pads[0]), as_i8(pads[1])), flags
 
+# %% ../nbs/05_kernels.ipynb #580cbfdc
 class TripleAttentionTritonFn(torch.autograd.Function):
     "Fused 2-simplicial attention: `qs [B, G, n_q, d]` (scaled by `scale·log2 e`), keys and values `[B, n, d]`, `pair_mask [n_1, n_2]`, `pads` two bool `[B, n]` or None."
     @staticmethod
@@ -338,3 +322,29 @@ class TripleAttentionTritonFn(torch.autograd.Function):
         _triple_bwd_dkv1[(triton.cdiv(n1, blk['BJ']), B)](*args, dk1, dv1, *ctx.sizes, **ctx.flags, **blk)
         _triple_bwd_dkv2[(triton.cdiv(n2, blk['BK']), B)](*args, dk2, dv2, *ctx.sizes, **ctx.flags, **blk)
         return (*(g.to(t.dtype) for g, t in zip((dq, dk1, dk2, dv1, dv2), (qs, k1, k2, v1, v2))), None, None, None, None, None)
+
+# %% ../nbs/05_kernels.ipynb #710725ac
+def _queries_forward(ctx, qs, k1, k2, v1, v2, masks, flags):
+    "Forward of `normalize='queries'`: the output, and the weight sums `Σ_τ W_iτ` kept for the backward."
+    B, G, nq, d = qs.shape
+    if nq > QUERIES_MAX: raise ValueError(f"the Triton kernel's normalize='queries' holds a head's queries in one program: n_q <= {QUERIES_MAX}, got {nq}")
+    flags = {k: v for k, v in flags.items() if k != 'CAUSAL'}
+    blk = _blocks(nq, k1.shape[1], k2.shape[1], d)
+    o, den = torch.empty_like(qs), torch.empty(B, G, nq, device=qs.device, dtype=torch.float32)
+    _triple_fwd_queries[(B * G,)](qs, k1, k2, v1, v2, *masks, o, den, nq, k1.shape[1], k2.shape[1], d, G, EPS, **flags, **blk)
+    ctx.save_for_backward(qs, k1, k2, v1, v2, o, den, *masks)
+    ctx.flags, ctx.blk = flags, blk
+    return o
+
+# %% ../nbs/05_kernels.ipynb #10568ed3
+def _queries_backward(ctx, do):
+    "The five gradients of `normalize='queries'` (w.r.t. the base-2-scaled queries, keys and values)."
+    qs, k1, k2, v1, v2, o, den, *masks = ctx.saved_tensors
+    B, G, nq, d = qs.shape
+    go = (do.float() / den.masked_fill(den == 0, 1.0)[..., None]).contiguous()       # o = N / Σ W: the numerator's gradient
+    delta = (go * o.float()).sum(-1).contiguous()
+    dq = torch.empty(qs.shape, device=qs.device, dtype=torch.float32)
+    dk1, dk2, dv1, dv2 = (torch.zeros(t.shape, device=t.device, dtype=torch.float32) for t in (k1, k2, v1, v2))
+    _triple_bwd_queries[(B,)](qs, k1, k2, v1, v2, go, delta, *masks, dq, dk1, dk2, dv1, dv2, nq, k1.shape[1], k2.shape[1], d, G, EPS,
+                              **ctx.flags, **ctx.blk)
+    return tuple(g.to(t.dtype) for g, t in zip((dq, dk1, dk2, dv1, dv2), (qs, k1, k2, v1, v2)))
