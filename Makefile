@@ -4,11 +4,10 @@ BIN    := $(VENV)/bin
 # The CPU build that lies on these machines' disk; a bare `torch` could pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 SHELL  := /bin/bash
-# OpenMP reads this once, when PyTorch loads: waiting threads sleep instead of spinning, so a busy machine costs a run
-# a fair share of its cores rather than most of its speed (bench/load.py; threads: twa.train.use_threads).
-export OMP_WAIT_POLICY ?= PASSIVE
+# How OpenMP's threads wait is chosen by twa.threads when a run starts (a short spin alone, passive next to busy
+# processes; bench/load.py); set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself to override it.
 
-.PHONY: install test export-check readme lab train reports study clean docs
+.PHONY: install test export-check readme lab train compare reports study clean docs
 
 install: $(VENV)/.installed
 
@@ -46,25 +45,47 @@ test: export-check
 	else echo "nbdev_test: notebooks failed (see above)"; exit 1; fi
 	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist loadfile tests   # the two files side by side, each one's tests in order
 
-PM := $(BIN)/papermill --no-progress-bar --log-output
+## Report notebooks run through twa-report (papermill's API): progress in the terminal, a failing cell in one line
+## (ValueError: ... with the valid names) instead of papermill's traceback, and the resume hint after Ctrl-C.
+PM := $(BIN)/twa-report
+## HTML without code; a train report's progress lines (its cell tagged `progress`) stay in the notebook only.
+HTML = $(BIN)/jupyter nbconvert --log-level=ERROR --to html --no-input --TagRemovePreprocessor.enabled=True \
+  --TagRemovePreprocessor.remove_all_outputs_tags=progress
+## `free base` prints the first of base.ipynb, base.2.ipynb, base.3.ipynb, ... that does not exist: nothing is overwritten.
+FREE = free() { out=$$1.ipynb; n=2; while [ -e $$out ]; do out=$$1.$$n.ipynb; n=$$((n + 1)); done; echo $$out; }
 
-## One run as a report notebook, progress in the terminal: make train ATTENTION=triple [SEED=1] [PRESET=smoke] [ARGS='-p steps 600']
+## One run as a report notebook and its HTML, progress in the terminal:
+##   make train ATTENTION=triple [SEED=1] [PRESET=smoke] [DATASET=videos ARGS='-p data_dir clips/'] [IMPORTS=my_attention.py] [ARGS='-p steps 600']
 ## Run folder and report are named by twa.config.run_name, as twa-train names its run folder: runs/triple_cpu_s0 and
-## reports/train_triple_cpu_s0.ipynb at the cpu preset, runs/triple_smoke_s0 and reports/train_triple_smoke_s0.ipynb at smoke;
-## never a name of make reports or make study (runs/main/, runs/sweep/, runs/confirm/, runs/study/).
+## reports/train_triple_cpu_s0.ipynb (+ .html) at the cpu preset, runs/triple_smoke_s0 at smoke, runs/triple_cpu_videos_s0 on
+## videos; never a name of make reports or make study (runs/main/, runs/sweep/, runs/confirm/, runs/study/).
+## IMPORTS names your own files or modules (space-separated), imported first: their variants and datasets can be trained.
 ## The notebook runs under a temporary name; a finished run's report never replaces an existing one (it becomes
-## reports/train_<name>.2.ipynb, .3, ...), and a run that stops leaves its notebook in reports/failed/.
+## reports/train_<name>.2.ipynb, .3, ...), and a run that stops leaves its notebook in reports/failed/, under a free name too.
 ATTENTION ?= triple
 SEED      ?= 0
 PRESET    ?= cpu
-NAME       = $(shell $(BIN)/python -c "from twa.config import run_name; print(run_name('$(ATTENTION)', '$(PRESET)', $(SEED)))")
+DATASET   ?= shapes
+IMPORTS   ?=
+NAME       = $(shell $(BIN)/python -c "from twa.config import run_name; print(run_name('$(ATTENTION)', '$(PRESET)', $(SEED), '$(DATASET)'))")
 train: install
-	@mkdir -p reports/failed; name=$(NAME); [ -n "$$name" ] || exit 1; tmp=reports/failed/.train_$$name.running.ipynb; \
-	if $(PM) nbs/train.ipynb $$tmp -p attention $(ATTENTION) -p seed $(SEED) -p preset $(PRESET) -p progress log $(ARGS); then \
-	  out=reports/train_$$name.ipynb; n=2; while [ -e $$out ]; do out=reports/train_$$name.$$n.ipynb; n=$$((n + 1)); done; \
-	  mv $$tmp $$out; echo "report: $$out"; \
-	else mv $$tmp reports/failed/train_$$name.ipynb 2>/dev/null; \
-	  echo "the run stopped: its notebook is reports/failed/train_$$name.ipynb (no report was replaced)" >&2; exit 1; fi
+	@mkdir -p reports/failed; name=$(NAME); [ -n "$$name" ] || exit 1; tmp=reports/failed/.train_$$name.running.ipynb; $(FREE); \
+	if $(PM) nbs/train.ipynb $$tmp -p attention $(ATTENTION) -p seed $(SEED) -p preset $(PRESET) -p dataset $(DATASET) -p progress log \
+	     $(if $(IMPORTS),-p imports '$(IMPORTS)',) $(ARGS) --on-interrupt "continue it with the same make train and ARGS='-p resume True' added"; then \
+	  out=$$(free reports/train_$$name); mv $$tmp $$out; $(HTML) $$out --output-dir reports && echo "report: $$out and $${out%.ipynb}.html"; \
+	else out=$$(free reports/failed/train_$$name); mv $$tmp $$out 2>/dev/null; \
+	  echo "the run stopped: its notebook is $$out (no report was replaced)" >&2; exit 1; fi
+
+## Your own comparison, into a folder of your choosing (never reports/ unless you name it): every finished run RUNS matches
+## (globs, space-separated), each variant against REFERENCE, as OUT/compare.ipynb and .html, OUT/summary.csv, OUT/findings.md.
+##   make compare RUNS='runs/*_cpu_s0' OUT=mine
+RUNS      ?= runs/*_$(PRESET)_s*
+REFERENCE ?= standard
+compare: install
+	@[ -n "$(OUT)" ] || { echo "make compare needs OUT=<folder> for its notebook, HTML, summary and findings (reports/ is make reports')" >&2; exit 2; }; \
+	mkdir -p $(OUT) && $(PM) nbs/compare.ipynb $(OUT)/compare.ipynb -p runs_glob "$(RUNS)" -p reference $(REFERENCE) -p summary_csv $(OUT)/summary.csv \
+	  -p findings_md $(OUT)/findings.md -p made_by "make compare RUNS='$(RUNS)'" && \
+	$(HTML) $(OUT)/compare.ipynb --output-dir $(OUT) && echo "comparison: $(OUT)/compare.html, $(OUT)/summary.csv, $(OUT)/findings.md"
 
 ## The main job, one call into the runner (twa-run, nbs/15_experiments.ipynb): the learning-rate sweep (extended by factors of
 ## 2 until every variant's pick is interior), full-length runs at half and twice the picks of standard and triple, every
@@ -78,7 +99,7 @@ SEEDS ?= 10
 ## Runs trained at once, one thread each: on 2 cores two 1-thread runs do about twice the work of one 2-thread run
 ## (a 2-thread step of `standard` takes 0.149 s with OMP_WAIT_POLICY=PASSIVE, a 1-thread step 0.134 s; bench/load.py).
 JOBS  ?= $(shell nproc 2>/dev/null || echo 1)
-RUN    = $(BIN)/twa-run --preset $(PRESET) --seeds $(SEEDS) --jobs $(JOBS) $(if $(VARIANTS),--variants $(VARIANTS),) $(ARGS)
+RUN    = $(BIN)/twa-run --preset $(PRESET) --seeds $(SEEDS) --jobs $(JOBS) $(if $(VARIANTS),--variants $(VARIANTS),) $(if $(IMPORTS),--imports '$(IMPORTS)',) $(ARGS)
 
 reports: install
 	@mkdir -p reports; $(RUN) reports && $(MAKE) --no-print-directory readme
@@ -94,7 +115,7 @@ lab: install
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean:
-	rm -rf _proc _docs .pytest_cache
+	rm -rf _proc _docs _site .pytest_cache
 
 ## The docs site in _site/ (open _site/index.html; it needs no network): the README, every notebook of nbs/ as stored (not
 ## run), and an API page per module from its docstrings. mkdocs.yml; docs/build.py writes the page sources into _docs/.

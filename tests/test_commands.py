@@ -130,6 +130,31 @@ def test_make_reports_as_written(repo):
     assert '### Where it could flip (`make study`, ' in readme and '**Window:**' in readme and '<!-- reports/study.md -->' not in readme
 
 
+def test_own_variant_as_written(repo, tmp_path):
+    "The README's own variant, in a file outside the clone: trained by twa-train, papermill and make, compared with standard into a folder of one's own; reports/ untouched."
+    readme = (ROOT / 'README.md').read_text()
+    mine = tmp_path / 'my_attention.py'
+    mine.write_text(re.search(r"```python\n# my_attention.py\n(.*?)```", readme, re.S).group(1))
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if 'make train ATTENTION=cosine' in b)
+    cmds = [l.split('  #')[0].strip().replace('$PWD/my_attention.py', str(mine)).replace('_cpu_', '_smoke_') for l in block.splitlines() if l.strip()]
+    reports = lambda: {p: p.stat().st_mtime_ns for p in (repo / 'reports').rglob('*') if p.is_file()}
+    before = reports()
+    for cmd in cmds: run(smoke(cmd), repo)
+    after = reports()                                                                             # reports/ gains make train's reports, nothing else
+    assert {p.name for p in set(after) - set(before)} == {f'train_{v}_smoke_s0.{x}' for v in ('cosine', 'standard') for x in ('ipynb', 'html')}
+    assert all(after[p] == t for p, t in before.items())
+    summary = pd.read_csv(repo / 'mine' / 'summary.csv')
+    assert {'cosine', 'standard'} <= set(summary.variant) and json.loads((repo / 'runs' / 'cosine_smoke_s0' / 'eval.json').read_text())['config']['imports'] == str(mine)
+    html = (repo / 'mine' / 'compare.html').read_text()
+    assert 'Does <code>cosine</code> reconstruct better than <code>standard</code>?' in html and '`cosine`' in (repo / 'mine' / 'findings.md').read_text()
+    assert (repo / 'reports' / 'train_cosine_smoke_s0.html').exists() and 'data:image/gif;base64' in (repo / 'reports' / 'train_cosine_smoke_s0.html').read_text()
+    run(f".venv/bin/twa-train --imports {mine} --attention cosine --preset smoke --run-dir runs/own/cosine --progress off", repo)
+    run(f".venv/bin/papermill nbs/train.ipynb {tmp_path / 'own.ipynb'} -p imports {mine} -p attention cosine -p preset smoke -p run_dir runs/own/cosine_pm", repo)
+    refused = subprocess.run(['bash', '-c', 'make train ATTENTION=cosine PRESET=smoke'], cwd=repo, capture_output=True, text=True, env=environment(repo))
+    said = refused.stdout + refused.stderr                                                         # without IMPORTS: one line that says what to do
+    assert refused.returncode != 0 and "twa-report: ValueError: unknown variant 'cosine'" in said and 'pass imports=<file>' in said and 'Traceback' not in said, said[-2000:]
+
+
 def test_make_lab_serves_the_repository_on_localhost_with_a_token(repo):
     "`make lab` starts (as root too), on 127.0.0.1, with a token, at the repository root."
     import signal, time, urllib.request

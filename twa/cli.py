@@ -7,14 +7,15 @@ from __future__ import annotations
 import argparse, json, sys
 from dataclasses import fields
 from pathlib import Path
+from .train import PROGRESS, Trainer, json_safe     # first: it sets OpenMP's defaults, which OpenMP reads once, when PyTorch loads
 import torch
 import torch.distributed as dist
 from .config import TrainConfig, run_config
 from .model import ModelConfig
-from .train import PROGRESS, Trainer, json_safe
 
 # %% auto #0
-__all__ = ['DEFAULT_NOTES', 'literal', 'add_flag', 'setting_parser', 'train_cli']
+__all__ = ['DEFAULT_NOTES', 'literal', 'add_flag', 'setting_parser', 'train_cli', 'report_parser', 'NotebookFailed',
+           'run_notebook', 'report_cli']
 
 # %% ../nbs/13_cli.ipynb #0327807f
 def literal(text: str):
@@ -93,3 +94,32 @@ def train_cli(argv=None):
     if dist.is_initialized(): dist.destroy_process_group()
     if result['status'] == 'interrupted':
         print(f"twa-train: {result['error']}", file=sys.stderr); sys.exit(128 + trainer.signal)
+
+# %% ../nbs/13_cli.ipynb #85e102e3
+def report_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog='twa-report', description="Execute a report notebook with papermill; a failure prints its one-line reason.",
+                                 allow_abbrev=False)
+    ap.add_argument('notebook'); ap.add_argument('output')
+    ap.add_argument('-p', dest='parameters', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='a parameter of the notebook')
+    ap.add_argument('--cwd', default=None, help='folder the notebook runs in (default: this one)')
+    ap.add_argument('--on-interrupt', default='run the same command again to continue', help='what Ctrl-C tells the user')
+    return ap
+
+class NotebookFailed(RuntimeError): "A cell of a report notebook raised; the message is its one-line reason and where the notebook is."
+
+def run_notebook(notebook: str, output: str, cwd=None, **parameters):
+    "Execute `notebook` into `output` with papermill, the notebook's output logged as it runs; a failing cell raises `NotebookFailed` with its one-line reason."
+    import logging
+    import papermill as pm
+    if not logging.getLogger().handlers: logging.basicConfig(level=logging.INFO, format='%(message)s')
+    logging.getLogger('papermill').setLevel(logging.INFO)                    # papermill's own logger carries the notebook's output
+    try: pm.execute_notebook(str(notebook), str(output), parameters=parameters, log_output=True, progress_bar=False, cwd=cwd)
+    except pm.PapermillExecutionError as e: raise NotebookFailed(f"{e.ename}: {e.evalue}\n(the notebook, with the whole traceback, is {output})") from None
+
+def report_cli(argv=None):
+    "`twa-report NOTEBOOK OUTPUT [-p NAME VALUE]...`: papermill, with a failure said in one line and exit status 1 (130 after Ctrl-C)."
+    args = report_parser().parse_args(argv)
+    try: run_notebook(args.notebook, args.output, args.cwd, **{k: literal(v) for k, v in args.parameters})
+    except NotebookFailed as e: sys.exit(f"twa-report: {e}")
+    except KeyboardInterrupt:
+        print(f"twa-report: interrupted: {args.on_interrupt}", file=sys.stderr); sys.exit(130)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_cpu_kernel.ipynb #0bb14a4a
 from __future__ import annotations
-import functools, hashlib, importlib.resources, os, platform, sys, time, warnings
+import functools, hashlib, importlib.util, os, platform, sys, time, warnings
 from pathlib import Path
 import torch
 
@@ -19,7 +19,7 @@ KERNELS = {'band_kernel': "the windowed path's steps (backend='cpp', this notebo
 def source_path(kernel: str = 'band_kernel') -> Path:
     "A kernel's C++ source (one of `KERNELS`), shipped inside the package."
     if kernel not in KERNELS: raise ValueError(f"unknown CPU kernel {kernel!r}; choose one of {list(KERNELS)}")
-    return Path(str(importlib.resources.files('twa') / 'csrc' / f'{kernel}.cpp'))
+    return Path(importlib.util.find_spec('twa.cpu_kernel').origin).parent / 'csrc' / f'{kernel}.cpp'   # beside the module, even when `twa` resolves to another folder first
 
 def kernel_source(kernel: str = 'band_kernel') -> str: return source_path(kernel).read_text()
 
@@ -64,9 +64,17 @@ def build_cpu_kernel(kernel: str = 'band_kernel') -> tuple:
     "Build (or load the cached build of) a kernel once per process: `(module, None)`, or `(None, why it failed)`."
     from torch.utils import cpp_extension
     cflags, ldflags = build_flags()
-    clear_stale_lock(kernel_name(kernel))
+    if not source_path(kernel).is_file():                 # e.g. a folder named `twa` (a clone) imported as a namespace package
+        import twa
+        return None, (f"twa's CPU kernel source {source_path(kernel)} is not there: `twa` was imported from {list(twa.__path__)}, "
+                      "which is not the installed package (a folder named twa in the current directory?). Run from another folder, or "
+                      "pip install the package. backend='chunked' runs the same computation in PyTorch.")
     try:
-        return cpp_extension.load(kernel_name(kernel), [str(source_path(kernel))], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False), None
+        name = kernel_name(kernel)
+        clear_stale_lock(name)
+        if not (Path(cpp_extension._get_build_directory(name, verbose=False)) / f'{name}.so').is_file():
+            print(f"twa: building the CPU kernel {kernel} (once for this machine and torch; about 35 s on 2 cores)...", file=sys.stderr, flush=True)
+        return cpp_extension.load(name, [str(source_path(kernel))], extra_cflags=cflags, extra_ldflags=ldflags, verbose=False), None
     except Exception as e:
         return None, (f"twa's CPU kernel could not be built ({type(e).__name__}: {str(e).strip()[-500:]}); it needs a C++ compiler "
                       "with OpenMP, and ninja (pip install ninja). backend='chunked' runs the same computation in PyTorch.")

@@ -11,6 +11,7 @@ from .config import PRESETS
 from .report import seeds_for
 from .runs import make_plan, train, read_back, states, commands, RunRefused
 from .variants import VARIANTS
+from .cli import NotebookFailed
 
 # %% auto #0
 __all__ = ['ONE_SEED', 'sweep_rows', 'sweep_table', 'interior', 'choose_rates', 'chosen_rates', 'main_rows', 'confirm_rows',
@@ -136,10 +137,9 @@ def to_replicate(gaps: pd.DataFrame) -> list[str]:
 
 # %% ../nbs/15_experiments.ipynb #972fccc6
 def notebook(src: str, out: str, **params):
-    "Execute notebook `src` into `out` with papermill (`-p` for each of `params`), its log in this terminal."
-    cmd = [sys.executable, '-m', 'papermill', '--no-progress-bar', '--log-output', src, out]
-    for k, v in params.items(): cmd += ['-p', k, str(v)]
-    subprocess.run(cmd, check=True)
+    "Execute notebook `src` into `out` (`twa.cli.run_notebook`: its output logged as it runs, a failure in one line)."
+    from twa.cli import run_notebook
+    run_notebook(src, out, **{k: str(v) if isinstance(v, Path) else v for k, v in params.items()})
 
 def html(*notebooks: str, out='reports/html'):
     "HTML copies of executed notebooks without code; a train report's progress lines (its cell tagged `progress`) stay in the notebook."
@@ -180,7 +180,7 @@ def reports(args, say=print):
         notebook('nbs/train.ipynb', str(out / f'{name}.ipynb'), attention=r['variant'], preset=args.preset, seed=r['seed'], lr=r['config']['train']['lr'],
                  run_dir=r['dir'], resume=True, progress='log', **r['row']['settings'])
     notebook('nbs/compare.ipynb', str(out / 'compare.ipynb'), runs_glob=' '.join(str(r['dir']) for r in runs), preset=args.preset,
-             sweep_csv=out / 'lr_sweep.csv', full_csv=out / 'lr_full.csv', summary_csv=out / 'summary.csv', findings_md=out / 'findings.md')
+             sweep_csv=out / 'lr_sweep.csv', full_csv=out / 'lr_full.csv', summary_csv=out / 'summary.csv', findings_md=out / 'findings.md', made_by='make reports')
     html(*(str(out / f"train_{r['variant']}_s{r['seed']}.ipynb") for r in firsts), str(out / 'compare.ipynb'), out=str(out / 'html'))
     say(f"reports: done in {time.time() - start:.0f} s")
 
@@ -273,6 +273,6 @@ def run_cli(argv=None):
         args = run_args(argv)
         if args.commands: print(known_commands(args)); return
         (reports if args.experiment == 'reports' else study)(args)
-    except (RunRefused, ValueError) as e: sys.exit(f"twa-run: {e}")
+    except (RunRefused, ValueError, NotebookFailed) as e: sys.exit(f"twa-run: {e}")
     except subprocess.CalledProcessError as e: sys.exit(f"twa-run: {shlex.join(map(str, e.cmd))} exited with {e.returncode} (its output is above)")
     except KeyboardInterrupt: sys.exit("twa-run: interrupted; run the same command again to continue (finished runs are read back, partial ones resume)")

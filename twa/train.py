@@ -8,7 +8,8 @@ import ast, errno, hashlib, json, math, os, random, resource, shutil, signal, so
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # read once, when PyTorch loads OpenMP: see `use_threads`
+from .threads import busy_cores, openmp_defaults
+openmp_defaults()                                        # OpenMP reads its wait policy once, when PyTorch loads: first
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -21,7 +22,7 @@ from .metrics import video_metrics, summarize, baseline_metrics
 # %% auto #0
 __all__ = ['TRAINING_PATH', 'MAX_THREADS', 'CKPT_GLOB', 'PROGRESS', 'DETERMINISTIC_COLUMNS', 'lr_factor', 'StepSampler',
            'atomic_write', 'disk_full', 'RunLock', 'dist_info', 'git', 'git_commit', 'training_path_files',
-           'source_digest', 'code_version', 'available_cores', 'busy_cores', 'default_threads', 'use_threads',
+           'source_digest', 'code_version', 'available_cores', 'default_threads', 'use_threads',
            'UnsafeCheckpointError', 'NotACheckpointError', 'rng_state', 'set_rng_state', 'load_checkpoint', 'Trainer',
            'run_dataset', 'run_settings', 'read_json', 'config_diff', 'json_safe', 'parent_command', 'resolve_progress',
            'duration', 'Progress', 'flat_settings', 'Terminated', 'stop_on_sigterm', 'same_log', 'load_trained']
@@ -152,16 +153,6 @@ def available_cores() -> int:
     "CPU cores this process may run on (its affinity mask: taskset, a container's cpuset)."
     try: return len(os.sched_getaffinity(0))
     except AttributeError: return os.cpu_count() or 1
-
-def busy_cores(seconds: float = 0.25) -> float:
-    "Cores kept busy right now by all processes: the non-idle share of CPU time over `seconds` (Linux); else the 1-minute load average."
-    def sample():
-        with open('/proc/stat') as f: v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]                               # all time, idle + iowait
-    try:
-        t0, i0 = sample(); time.sleep(seconds); t1, i1 = sample()
-    except (OSError, ValueError, IndexError): return os.getloadavg()[0]
-    return (1 - (i1 - i0) / max(1, t1 - t0)) * (os.cpu_count() or 1)
 
 def default_threads() -> int:
     "`OMP_NUM_THREADS` if set, else this process's share of its cores (ranks on one host split them), at most `MAX_THREADS`."

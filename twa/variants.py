@@ -41,7 +41,12 @@ def variant_config(variant: str, cfg: ModelConfig) -> ModelConfig:
     v = VARIANTS[variant]
     cfg = replace(cfg, attention=v.attention)
     cfg = (v.derive(cfg) if v.derive else cfg).validate()
-    ATTENTIONS[cfg.attention].check('queries' if cfg.competition else 'keys')    # the model's slot read asks for this normalization
+    try: ATTENTIONS[cfg.attention].check('queries' if cfg.competition else 'keys')    # the model's slot read asks for this normalization
+    except ValueError as e:
+        if not cfg.competition: raise
+        raise ValueError(f"{e}. The slot model's slot read needs normalize='queries' (Slot Attention's competition of the slots for each token): "
+                         f"register {cfg.attention!r} with normalizations=('keys', 'queries') and a core that takes normalize='queries', or train "
+                         "without competition: competition=False (--no-competition, -p competition False)") from None
     return cfg
 
 # %% ../nbs/06_variants.ipynb #f6d58f2e
