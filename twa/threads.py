@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['QUIET_SPINCOUNT', 'BUSY_CORES', 'busy_cores', 'openmp_defaults']
 
-# %% ../nbs/04a_threads.ipynb #218984fe
+# %% ../nbs/04a_threads.ipynb #aaec1d85
 import os, time
 
 QUIET_SPINCOUNT = '10000'  # GNU OpenMP's spin before sleeping, on a quiet machine (its default is 300,000)
