@@ -115,7 +115,7 @@ def test_make_reports_as_written(repo):
     for page in (repo / 'reports' / 'html').glob('*.html'):
         assert not re.search(r'>\s*(NaN|nan)\s*<', page.read_text()), page                    # missing values read "—"
     train_html = (repo / 'reports' / 'html' / 'train_triple_s0.html').read_text()
-    assert train_html.index('baseline_background') < train_html.index('id="Settings"') and 'triple_s0: step' not in train_html
+    assert train_html.index('baseline_background') < train_html.index('id="Data-and-settings"') and 'triple_s0: step' not in train_html
     # A report change reruns on the kept records alone: no runs/ (a fresh clone), nothing trains, the same summary.
     shutil.move(repo / 'runs', repo / 'runs.moved')
     again = run(smoke(cmd), repo)

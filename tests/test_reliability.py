@@ -13,7 +13,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SMOKE = ['--preset', 'smoke', '--batch-size', '2', '--val-clips', '2', '--test-clips', '2', '--eval-every', '3', '--warmup', '1', '--progress', 'off']
+SMOKE = ['--attention', 'standard', '--preset', 'smoke', '--batch-size', '2', '--val-clips', '2', '--test-clips', '2', '--eval-every', '3', '--warmup', '1', '--progress', 'off']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
