@@ -71,10 +71,10 @@ NAME       = $(shell $(BIN)/python -c "from twa.config import run_name; print(ru
 train: install
 	@mkdir -p reports/failed; name=$(NAME); [ -n "$$name" ] || exit 1; tmp=reports/failed/.train_$$name.running.ipynb; $(FREE); \
 	if $(PM) nbs/train.ipynb $$tmp -p attention $(ATTENTION) -p seed $(SEED) -p preset $(PRESET) -p dataset $(DATASET) -p progress log \
-	     $(if $(IMPORTS),-p imports '$(IMPORTS)',) $(ARGS) --on-interrupt "continue it with the same make train and ARGS='-p resume True' added"; then \
+	     $(if $(IMPORTS),-p imports '$(IMPORTS)',) $(ARGS) --moved --on-interrupt "continue it with the same make train and ARGS='-p resume True' added"; then \
 	  out=$$(free reports/train_$$name); mv $$tmp $$out; $(HTML) $$out --output-dir reports && echo "report: $$out and $${out%.ipynb}.html"; \
 	else out=$$(free reports/failed/train_$$name); mv $$tmp $$out 2>/dev/null; \
-	  echo "the run stopped: its notebook is $$out (no report was replaced)" >&2; exit 1; fi
+	  echo "the run stopped: its notebook, with the whole traceback, is $$out (no report was replaced)" >&2; exit 1; fi
 
 ## Your own comparison, into a folder of your choosing (never reports/ unless you name it): every finished run RUNS matches
 ## (globs, space-separated), each variant against REFERENCE, as OUT/compare.ipynb and .html, OUT/summary.csv, OUT/findings.md.

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #6d70ae91
 from __future__ import annotations
-import argparse, json, sys
+import argparse, json, os, signal, subprocess, sys
 from dataclasses import fields
 from pathlib import Path
 from .train import PROGRESS, Trainer, json_safe     # first: it sets OpenMP's defaults, which OpenMP reads once, when PyTorch loads
@@ -14,8 +14,8 @@ from .config import TrainConfig, run_config
 from .model import ModelConfig
 
 # %% auto #0
-__all__ = ['DEFAULT_NOTES', 'literal', 'add_flag', 'setting_parser', 'train_cli', 'report_parser', 'NotebookFailed',
-           'run_notebook', 'report_cli']
+__all__ = ['DEFAULT_NOTES', 'PAPERMILL_CHATTER', 'literal', 'add_flag', 'setting_parser', 'train_cli', 'report_parser',
+           'NotebookFailed', 'run_notebook', 'report_cli']
 
 # %% ../nbs/13_cli.ipynb #0327807f
 def literal(text: str):
@@ -103,23 +103,38 @@ def report_parser() -> argparse.ArgumentParser:
     ap.add_argument('-p', dest='parameters', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='a parameter of the notebook')
     ap.add_argument('--cwd', default=None, help='folder the notebook runs in (default: this one)')
     ap.add_argument('--on-interrupt', default='run the same command again to continue', help='what Ctrl-C tells the user')
+    ap.add_argument('--moved', action='store_true', help='the caller moves OUTPUT after a failure and says where: do not name it')
     return ap
 
 class NotebookFailed(RuntimeError): "A cell of a report notebook raised; the message is its one-line reason and where the notebook is."
 
+PAPERMILL_CHATTER = ('Executing Cell', 'Ending Cell', 'Input Notebook', 'Output Notebook', 'Executing notebook with kernel', 'Passed unknown parameter')
+
 def run_notebook(notebook: str, output: str, cwd=None, **parameters):
-    "Execute `notebook` into `output` with papermill, the notebook's output logged as it runs; a failing cell raises `NotebookFailed` with its one-line reason."
+    "Execute `notebook` into `output` with papermill, the notebook's output logged as it runs (papermill's own lines about cells left out); a failing cell raises `NotebookFailed` with its one-line reason."
     import logging
     import papermill as pm
     if not logging.getLogger().handlers: logging.basicConfig(level=logging.INFO, format='%(message)s')
-    logging.getLogger('papermill').setLevel(logging.INFO)                    # papermill's own logger carries the notebook's output
+    log = logging.getLogger('papermill')                                     # papermill's own logger carries the notebook's output
+    log.setLevel(logging.INFO)
+    if not any(getattr(f, 'twa', False) for f in log.filters):
+        quiet = logging.Filter(); quiet.filter, quiet.twa = (lambda r: not r.getMessage().startswith(PAPERMILL_CHATTER)), True
+        log.addFilter(quiet)
     try: pm.execute_notebook(str(notebook), str(output), parameters=parameters, log_output=True, progress_bar=False, cwd=cwd)
     except pm.PapermillExecutionError as e: raise NotebookFailed(f"{e.ename}: {e.evalue}\n(the notebook, with the whole traceback, is {output})") from None
 
 def report_cli(argv=None):
-    "`twa-report NOTEBOOK OUTPUT [-p NAME VALUE]...`: papermill, with a failure said in one line and exit status 1 (130 after Ctrl-C)."
+    "`twa-report NOTEBOOK OUTPUT [-p NAME VALUE]...`: papermill, with a failure said in one line and exit status 1; Ctrl-C lets the notebook stop at its next safe point (a run writes a checkpoint), then says how to continue (exit 130), and Ctrl-C again abandons it."
     args = report_parser().parse_args(argv)
+    interrupted = []
+    def on_sigint(signum, frame):                       # the kernel, in this process group, gets the same Ctrl-C and stops its cell
+        if interrupted: raise KeyboardInterrupt
+        interrupted.append(True)
+        subprocess.run(['pkill', '-INT', '-P', str(os.getpid()), '-f', 'ipykernel'])   # the kernel ignores the terminal's Ctrl-C: pass it on
+        print("twa-report: Ctrl-C: the notebook stops at its next safe point (a training run writes a checkpoint); Ctrl-C again abandons it",
+              file=sys.stderr, flush=True)
+    signal.signal(signal.SIGINT, on_sigint)
     try: run_notebook(args.notebook, args.output, args.cwd, **{k: literal(v) for k, v in args.parameters})
-    except NotebookFailed as e: sys.exit(f"twa-report: {e}")
-    except KeyboardInterrupt:
-        print(f"twa-report: interrupted: {args.on_interrupt}", file=sys.stderr); sys.exit(130)
+    except (NotebookFailed, KeyboardInterrupt) as e:
+        if interrupted: sys.exit(print(f"twa-report: interrupted: {args.on_interrupt}", file=sys.stderr) or 130)
+        sys.exit(f"twa-report: {str(e).splitlines()[0] if args.moved else e}")
