@@ -20,12 +20,13 @@ from .chunked import EPS, LOG2E, TripleChunkedFn, plan_steps, safe_div
 from .windowed import band_attention
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'BACKENDS', 'ATTENTIONS', 'standard_attention_ref', 'standard_attention', 'grads', 'allowed_pairs',
-           'causal_pairs', 'triple_attention_ref', 'pick_backend', 'triple_attention', 'local_pairs', 'rank1_attention',
-           'rank1_attention_ref', 'concat_attention', 'concat_attention_ref', 'CrossAttention', 'StandardAttention',
-           'TripleAttention', 'ConcatAttention', 'Rank1Attention', 'standard_attention_map', 'triple_attention_map',
-           'Attention', 'AttentionRegistry', 'register_attention', 'key_flops', 'pair_flops', 'rank1_flops',
-           'attention_flops', 'concat_as_standard']
+__all__ = ['NORMALIZATIONS', 'BACKENDS', 'ATTENTIONS', 'PATHS', 'standard_attention_ref', 'standard_path', 'standard_attention',
+           'grads', 'allowed_pairs', 'causal_pairs', 'triple_attention_ref', 'pick_backend', 'triple_attention',
+           'local_pairs', 'rank1_attention', 'rank1_attention_ref', 'concat_attention', 'concat_attention_ref',
+           'CrossAttention', 'StandardAttention', 'TripleAttention', 'ConcatAttention', 'Rank1Attention',
+           'standard_attention_map', 'triple_attention_map', 'Attention', 'AttentionRegistry', 'register_attention',
+           'key_flops', 'pair_flops', 'rank1_flops', 'attention_flops', 'attention_path', 'flop_formulas',
+           'concat_as_standard']
 
 # %% ../nbs/00_attention.ipynb #a343dddc
 def check_layout(q: torch.Tensor, **kvs: torch.Tensor) -> int:
@@ -93,14 +94,20 @@ def competitive_attention(q, k, v, scale, key_padding_mask=None):
     return rearrange(o, 'b h g i d -> b i (h g) d')
 
 # %% ../nbs/00_attention.ipynb #d1ef4470
+def standard_path(q: torch.Tensor, normalize: str = 'keys', key_padding_mask=None) -> str:
+    "The code `standard_attention` runs for `q`: 'competition' (an einsum softmax over the queries), 'flash-attn' (CUDA, half precision, no padding mask) or 'sdpa'."
+    if normalize == 'queries': return 'competition'
+    return 'flash-attn' if key_padding_mask is None and use_flash(q) else 'sdpa'
+
 def standard_attention(q, k, v, causal=False, scale=None, key_padding_mask=None, normalize='keys'):
     "Softmax attention: `q [b, n_q, h, d]`, `k, v [b, n_k, h_kv, d]`, `key_padding_mask` bool `[b, n_k]` -> `[b, n_q, h, d]`."
     h_kv = check_layout(q, k=k, v=v); check_pair('k', k, 'v', v); check_normalize(normalize, causal)
     check_key_padding(key_padding_mask, q.shape[0], k.shape[1])
     if causal and q.shape[1] != k.shape[1]:
         raise ValueError(f"causal=True needs n_q == n_k (flash-attn and SDPA align the mask differently otherwise), got {q.shape[1]} and {k.shape[1]}")
-    if normalize == 'queries': return competitive_attention(q, k, v, q.shape[-1] ** -0.5 if scale is None else scale, key_padding_mask)
-    if key_padding_mask is None and use_flash(q): return flash_attn_func(q, k, v, softmax_scale=scale, causal=causal)
+    path = standard_path(q, normalize, key_padding_mask)
+    if path == 'competition': return competitive_attention(q, k, v, q.shape[-1] ** -0.5 if scale is None else scale, key_padding_mask)
+    if path == 'flash-attn': return flash_attn_func(q, k, v, softmax_scale=scale, causal=causal)
     mask, any_key = None, None
     if key_padding_mask is not None:
         any_key = key_padding_mask.any(-1)                                        # [b]
@@ -523,6 +530,25 @@ register_attention('rank1', Rank1Attention, rank1_attention, rank1_attention_ref
 def attention_flops(name: str, b: int, h: int, n_q: int, n_k: int, d: int, n_pairs: int | None = None) -> int:
     "Forward FLOPs of variant `name`'s attention core, from its record; `n_pairs` (default `n_k²`) is the allowed pairs of a pair variant."
     return ATTENTIONS[name].flops(b, h, n_q, n_k, d, n_pairs)
+
+# %% ../nbs/00_attention.ipynb #56eb6ead
+PATHS = {'competition': 'einsum softmax over slots (competition)', 'flash-attn': 'flash-attn', 'sdpa': 'scaled_dot_product_attention'}
+
+def attention_path(name: str, q: torch.Tensor, normalize: str = 'keys', masks: str = 'none') -> str:
+    "The code variant `name` runs for queries shaped and placed like `q` (`[b, n_q, h, d]`), with `normalize` and `masks` ('none', 'pairs' or 'other', as `pick_backend` takes them), in words."
+    record = ATTENTIONS[name]
+    if record.uses_pair_mask: return f"triple_attention backend '{pick_backend('auto', q, normalize, masks=masks)}'"
+    if 'sdpa' not in record.backends: return record.core.__name__
+    return PATHS[standard_path(q, normalize)]
+
+def flop_formulas() -> dict:
+    "`custom_mapping` for `torch.utils.flop_counter.FlopCounterMode`: the CPU SDPA kernels and the sparse-pair kernel's ops, which it does not count by itself."
+    from torch.utils.flop_counter import sdpa_flop_count, sdpa_backward_flop_count
+    from twa.pair_kernel import PAIR_KERNEL_FLOPS
+    return {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v),
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+                lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v),
+            **PAIR_KERNEL_FLOPS}
 
 # %% ../nbs/00_attention.ipynb #bac8e1b5
 def concat_as_standard(concat: ConcatAttention) -> StandardAttention:

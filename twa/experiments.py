@@ -14,10 +14,9 @@ from .variants import VARIANTS
 from .cli import NotebookFailed
 
 # %% auto #0
-__all__ = ['ONE_SEED', 'sweep_rows', 'sweep_table', 'interior', 'choose_rates', 'chosen_rates', 'main_rows', 'confirm_rows',
-           'paired_sd', 'study_grid', 'slug', 'study_rows', 'level_gaps', 'to_replicate', 'notebook', 'html',
-           'main_runs', 'reports', 'study', 'study_runs', 'study_table', 'setting_pairs', 'run_parser',
-           'known_commands', 'run_args', 'run_cli']
+__all__ = ['sweep_rows', 'sweep_table', 'interior', 'choose_rates', 'chosen_rates', 'main_rows', 'confirm_rows', 'paired_sd',
+           'study_grid', 'slug', 'study_rows', 'level_gaps', 'to_replicate', 'notebook', 'html', 'main_runs', 'reports',
+           'study', 'study_runs', 'study_table', 'setting_pairs', 'run_parser', 'known_commands', 'run_args', 'run_cli']
 
 # %% ../nbs/15_experiments.ipynb #08922353
 def sweep_rows(variant: str, lrs, preset: str = 'cpu', fraction: float = 0.25, settings: dict | None = None) -> list[dict]:
@@ -67,28 +66,28 @@ def choose_rates(variants, lrs=(1e-3, 2e-3, 4e-3), preset: str = 'cpu', fraction
     return table
 
 # %% ../nbs/15_experiments.ipynb #8c249be2
-ONE_SEED = ('concat',)   # variants equal to `standard` by construction: one seed shows it
-
 def chosen_rates(table: pd.DataFrame) -> dict:
     "`{variant: lr}` chosen by a `sweep_table`."
     return {r.variant: float(r.lr) for r in table[table.chosen].itertuples()}
 
-def main_rows(rates: dict, preset: str = 'cpu', many: int = 10, few: int = 3, paired=('standard', 'triple'), settings: dict | None = None) -> list[dict]:
-    "Plan rows of the main comparison: every variant of `rates` at its rate, `many` seeds for `paired`, one for `ONE_SEED`, else `few`; the first seed draws."
+def main_rows(rates: dict, preset: str = 'cpu', many: int = 10, few: int = 3, settings: dict | None = None) -> list[dict]:
+    "Plan rows of the main comparison: every variant of `rates` at its rate, `many` seeds for the reference and the subject (`VARIANTS.role`), one for a variant equal to another by construction, else `few`; the first seed draws."
     rows = []
     for v, lr in rates.items():
-        n = many if v in paired else 1 if v in ONE_SEED else few
+        role = VARIANTS.role(v)
+        n = many if role in ('reference', 'subject') else 1 if role == 'equal by construction' else few
         rows += [dict(name=f"main/{v}_s{s}", variant=v, preset=preset, seed=s, lr=lr, settings=dict(settings or {}), draw=s == 0) for s in range(n)]
     return rows
 
-def confirm_rows(rates: dict, preset: str = 'cpu', variants=('standard', 'triple'), settings: dict | None = None) -> list[dict]:
-    "Full-length seed-0 runs at half and twice the chosen rate of each of `variants` (the chosen rate's own is `main/<variant>_s0`)."
+def confirm_rows(rates: dict, preset: str = 'cpu', settings: dict | None = None) -> list[dict]:
+    "Full-length seed-0 runs at half and twice the chosen rate of the reference and the subject (the chosen rate's own is `main/<variant>_s0`)."
     return [dict(name=f"confirm/{v}_lr{lr:g}", variant=v, preset=preset, seed=0, lr=lr, settings=dict(settings or {}), draw=False)
-            for v in variants if v in rates for lr in (rates[v] / 2, rates[v] * 2)]
+            for v in (VARIANTS.reference, VARIANTS.subject) if v in rates for lr in (rates[v] / 2, rates[v] * 2)]
 
 # %% ../nbs/15_experiments.ipynb #5bc54801
-def paired_sd(runs: list[dict], a: str = 'triple', b: str = 'standard', metric: str = 'psnr') -> float:
-    "Standard deviation over seeds of the paired test-`metric` difference `a - b` (NaN with fewer than 2 pairs)."
+def paired_sd(runs: list[dict], a: str | None = None, b: str | None = None, metric: str = 'psnr') -> float:
+    "Standard deviation over seeds of the paired test-`metric` difference `a - b` (default: the subject less the reference; NaN with fewer than 2 pairs)."
+    a, b = a or VARIANTS.subject, b or VARIANTS.reference
     side = lambda v: pd.Series({r['seed']: r['eval']['test'][metric] for r in runs if r['variant'] == v and r['eval']['status'] == 'finished'})
     d = (side(a) - side(b)).dropna()
     return float(d.std(ddof=1)) if len(d) >= 2 else float('nan')
@@ -96,14 +95,14 @@ def paired_sd(runs: list[dict], a: str = 'triple', b: str = 'standard', metric: 
 # %% ../nbs/15_experiments.ipynb #c0a5c3f9
 def study_grid(preset: str = 'cpu') -> list[tuple[str, str, str, dict]]:
     "The study's levels: `(factor, level, variant, settings changed)`."
-    steps = PRESETS[preset].train.steps
+    steps, pair = PRESETS[preset].train.steps, (VARIANTS.reference, VARIANTS.subject)
     small = dict(image_size=16) if preset != 'smoke' else dict(image_size=16, patch_size=2)   # 64 tokens: all pairs affordable
-    return [('window', 'radius 1', 'triple', dict(pair_radius=1)),
-            ('window', 'radius 4', 'triple', dict(pair_radius=4)),
-            *[('window', 'all pairs, 64 tokens', v, small) for v in ('standard', 'triple')],
-            *[('site', 'slot read and tokens', v, {**small, 'token_layers': 1, 'variant_in_tokens': True}) for v in ('standard', 'triple')],
-            *[('budget', f'{m}x steps', v, dict(steps=m * steps)) for m in (2, 4) for v in ('standard', 'triple')],
-            *[('data', 'palette 2', v, dict(palette=2)) for v in ('standard', 'triple')]]
+    return [('window', 'radius 1', VARIANTS.subject, dict(pair_radius=1)),
+            ('window', 'radius 4', VARIANTS.subject, dict(pair_radius=4)),
+            *[('window', 'all pairs, 64 tokens', v, small) for v in pair],
+            *[('site', 'slot read and tokens', v, {**small, 'token_layers': 1, 'variant_in_tokens': True}) for v in pair],
+            *[('budget', f'{m}x steps', v, dict(steps=m * steps)) for m in (2, 4) for v in pair],
+            *[('data', 'palette 2', v, dict(palette=2)) for v in pair]]
 
 def slug(settings: dict) -> str:
     "A folder-name form of a level's settings: `pair_radius1`, `image_size16_token_layers1_variant_in_tokens1`."
@@ -112,7 +111,7 @@ def slug(settings: dict) -> str:
 def study_rows(rates: dict, preset: str = 'cpu', seeds_of=lambda level: [0], base_seeds=range(3)) -> list[dict]:
     "Plan rows of the study: the base point (the main comparison's `standard` and `triple` runs at `base_seeds`), then each level at `seeds_of(level)`."
     rows = [dict(name=f"main/{v}_s{s}", variant=v, preset=preset, seed=s, lr=rates[v], settings={}, draw=s == 0, factor='base', level='base')
-            for v in ('standard', 'triple') for s in base_seeds]
+            for v in (VARIANTS.reference, VARIANTS.subject) for s in base_seeds]
     rows += [dict(name=f"study/{v}_{slug(st)}_s{s}", variant=v, preset=preset, seed=s, lr=rates[v], settings=st, draw=False, factor=f, level=l)
              for f, l, v, st in study_grid(preset) for s in seeds_of(l)]
     return rows
@@ -124,8 +123,8 @@ def level_gaps(runs: list[dict], metric: str = 'psnr') -> pd.DataFrame:
     out = []
     for level, g in rows.groupby('level', sort=False):
         side = lambda v: g[g.variant == v].set_index('seed').value
-        std = side('standard') if (g.variant == 'standard').any() else rows[(rows.level == 'base') & (rows.variant == 'standard')].set_index('seed').value
-        d = (side('triple') - std).dropna()
+        ref = side(VARIANTS.reference) if (g.variant == VARIANTS.reference).any() else rows[(rows.level == 'base') & (rows.variant == VARIANTS.reference)].set_index('seed').value
+        d = (side(VARIANTS.subject) - ref).dropna()
         out += [dict(level=level, seed=s, gap=x) for s, x in d.items()]
     return pd.DataFrame(out)
 
@@ -154,7 +153,7 @@ def main_runs(rates: dict, args, say=print) -> list[dict]:
         plan = make_plan(main_rows(rates, args.preset, many, args.few, settings=args.settings))
         train(plan, args.root, args.records, args.jobs, say)
         runs = read_back(plan, args.root, args.records)
-        need = min(args.max_seeds, seeds_for(paired_sd(runs), args.half_width)) if {'standard', 'triple'} <= set(rates) else many
+        need = min(args.max_seeds, seeds_for(paired_sd(runs), args.half_width)) if {VARIANTS.reference, VARIANTS.subject} <= set(rates) else many
         if need <= many: return runs
         say(f"reports: the paired PSNR spread of triple - standard asks for {need} seeds for a +-{args.half_width} dB interval; training seeds {many}..{need - 1}")
         many = need
@@ -171,7 +170,7 @@ def reports(args, say=print):
         train(confirm, args.root, args.records, args.jobs, say)
     runs = main_runs(rates, args, say)
     if args.fraction < 1:
-        full = [r for r in read_back(confirm, args.root, args.records) + runs if r['seed'] == 0 and r['variant'] in ('standard', 'triple')]
+        full = [r for r in read_back(confirm, args.root, args.records) + runs if r['seed'] == 0 and r['variant'] in (VARIANTS.reference, VARIANTS.subject)]
         sweep_table(full).to_csv(out / 'lr_full.csv', index=False)
     else: (out / 'lr_full.csv').unlink(missing_ok=True)           # sweep runs at full length: no separate check (and none of an earlier call)
     firsts = [r for r in runs if r['row'].get('draw')]
@@ -197,7 +196,7 @@ def study_runs(args, say=print):
     "Train every study level at one seed, replicate the levels whose gap exceeds the base point's spread on `args.replicate` seeds, and write `study.csv`."
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rates = chosen_rates(choose_rates(['standard', 'triple'], args.lrs, args.preset, args.fraction, args.root, args.records, args.jobs, settings=args.settings, say=say))
+    rates = chosen_rates(choose_rates([VARIANTS.reference, VARIANTS.subject], args.lrs, args.preset, args.fraction, args.root, args.records, args.jobs, settings=args.settings, say=say))
     plan = make_plan(study_rows(rates, args.preset, base_seeds=range(args.seeds)))
     train(plan, args.root, args.records, args.jobs, say)
     again = to_replicate(level_gaps(read_back(plan, args.root, args.records)))

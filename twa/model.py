@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from .attention import ATTENTIONS, local_pairs, pick_backend, use_flash
+from .attention import ATTENTIONS, attention_path, flop_formulas, local_pairs
 
 # %% auto #0
-__all__ = ['CPU_SDPA_FLOPS', 'ModelConfig', 'sincos_2d', 'mlp', 'PatchEmbed', 'token_pairs', 'SelfBlock', 'SlotAttention',
-           'SlotEncoder', 'SlotPixelAffinity', 'SlotDecoder', 'mask_noise_factor', 'SlotBasedVideoModel', 'num_params',
+__all__ = ['ModelConfig', 'sincos_2d', 'mlp', 'PatchEmbed', 'token_pairs', 'SelfBlock', 'SlotAttention', 'SlotEncoder',
+           'SlotPixelAffinity', 'SlotDecoder', 'mask_noise_factor', 'SlotBasedVideoModel', 'num_params',
            'reconstruction_loss', 'flop_counter', 'count_flops', 'slot_read_path']
 
 # %% ../nbs/02_model.ipynb #cb308acd
@@ -243,16 +243,11 @@ def reconstruction_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tenso
     return F.mse_loss(recon.float(), video.float())
 
 # %% ../nbs/02_model.ipynb #bba34570
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count, sdpa_backward_flop_count
-from .pair_kernel import PAIR_KERNEL_FLOPS
+from torch.utils.flop_counter import FlopCounterMode
 
-CPU_SDPA_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v),
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
-        lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v),
-}
-
-def flop_counter() -> FlopCounterMode: return FlopCounterMode(display=False, custom_mapping={**CPU_SDPA_FLOPS, **PAIR_KERNEL_FLOPS})
+def flop_counter() -> FlopCounterMode:
+    "PyTorch's FLOP counter, with the formulas of the attention ops it does not know (`twa.attention.flop_formulas`)."
+    return FlopCounterMode(display=False, custom_mapping=flop_formulas())
 
 def count_flops(model: nn.Module, video: torch.Tensor) -> dict:
     "FLOPs of `model(video)`: `forward` and `train_step` (forward + backward of `reconstruction_loss`)."
@@ -263,13 +258,8 @@ def count_flops(model: nn.Module, video: torch.Tensor) -> dict:
 
 # %% ../nbs/02_model.ipynb #da14d15b
 def slot_read_path(cfg: ModelConfig, device='cpu') -> str:
-    "The code that computes `cfg`'s slot-read attention on `device` in training, in words."
-    record, normalize = ATTENTIONS[cfg.attention], 'queries' if cfg.competition else 'keys'
-    if record.uses_pair_mask:
-        q = torch.empty(1, cfg.num_slots, cfg.heads, cfg.slot_dim // cfg.heads, device=device)
-        masks = 'none' if token_pairs(cfg, cfg.attention) is None else 'pairs'
-        return f"{cfg.attention}: triple_attention backend '{pick_backend('auto', q, normalize, masks=masks)}'"
-    if 'sdpa' not in record.backends: return f"{cfg.attention}: {record.core.__name__}"
-    if normalize == 'queries': return f"{cfg.attention}: einsum softmax over slots (competition)"
-    fast = torch.device(device).type == 'cuda' and use_flash(torch.empty(1, 1, 1, 8, device=device, dtype=torch.bfloat16))
-    return f"{cfg.attention}: {'flash-attn' if fast else 'scaled_dot_product_attention'}"
+    "The code that computes `cfg`'s slot-read attention on `device` in training, in words: `twa.attention.attention_path` asked with the slot read's queries (bf16 on CUDA, as autocast makes them), normalization and pair masks."
+    device = torch.device(device)
+    q = torch.empty(1, cfg.num_slots, cfg.heads, cfg.slot_dim // cfg.heads, device=device, dtype=torch.bfloat16 if device.type == 'cuda' else torch.float32)
+    masks = 'none' if not ATTENTIONS[cfg.attention].uses_pair_mask or token_pairs(cfg, cfg.attention) is None else 'pairs'
+    return f"{cfg.attention}: {attention_path(cfg.attention, q, 'queries' if cfg.competition else 'keys', masks)}"

@@ -210,9 +210,9 @@ def learned(summary: pd.DataFrame, reference: str, margin_db: float = 2.0) -> di
 
 # %% ../nbs/09_report.ipynb #78a7b0a9
 def comparisons(variants: list[str], reference: str) -> list[tuple[str, str]]:
-    "Pairs `(variant, baseline)` the answers test: every variant against the reference, and triple against standard_pm."
+    "Pairs `(variant, baseline)` the answers test: every variant against the reference, and each variant against its parameter-matched control (`VARIANTS.role`)."
     pairs = [(v, reference) for v in variants if v != reference]
-    if 'triple' in variants and 'standard_pm' in variants and reference != 'standard_pm': pairs.append(('triple', 'standard_pm'))
+    pairs += [(VARIANTS[pm].matches, pm) for pm in variants if VARIANTS.role(pm) == 'parameter-matched' and pm != reference and VARIANTS[pm].matches in variants]
     return pairs
 
 def same_function(a: str, b: str) -> bool:
@@ -446,10 +446,10 @@ def interval(r: dict) -> str:
     return f"[{r['low']:+.2f}, {r['high']:+.2f}], {r['test']}" + ('' if math.isnan(r['p_holm']) else f", Holm p = {r['p_holm']:.2g}")
 
 def short_answers(runs: list[dict], summary: pd.DataFrame, reference: str, margin_db: float = LEARNED_MARGIN_DB) -> str:
-    "The three answers in one markdown line each, for the variant the question is about (`triple`, else the first other than `reference`)."
+    "The three answers in one markdown line each, for the variant the question is about (`VARIANTS.subject`, else the first other than `reference`)."
     others = [v for v in VARIANTS if v in set(summary.variant) and v != reference]
     if not others: return f"Only `{reference}` ran: nothing to compare."
-    variant = 'triple' if 'triple' in others else others[0]
+    variant = VARIANTS.subject if VARIANTS.subject in others else others[0]
     fit, tests, ratios = learned(summary, reference, margin_db), answer_tests(runs, summary, reference), cost_ratios(summary, reference)
     row = lambda q, m: tests[(tests.question == q) & (tests.variant == variant) & (tests.versus == reference) & (tests.metric == m)].iloc[0].to_dict()
     cost = ratios.loc[variant].to_dict()

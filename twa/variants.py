@@ -21,9 +21,11 @@ class Variant:
     attention: str                                              # the layer it uses, a key of ATTENTIONS
     derive: Callable[[ModelConfig], ModelConfig] | None = None   # a further change to the model config
     sets: tuple[str, ...] = ('attention',)                       # model fields the variant decides
+    matches: str | None = None                                   # the variant whose parameter count it matches (a parameter-matched control)
 
 class VariantRegistry(Mapping):
-    "Every registered attention as a variant, then the derived ones; a live view, so a newly registered attention is a variant at once."
+    "Every registered attention as a variant, then the derived ones; a live view, so a newly registered attention is a variant at once. `reference` is what every variant is compared with, `subject` the variant the question is about."
+    reference, subject = 'standard', 'triple'
     def __init__(self): self.derived: dict[str, Variant] = {}
     def __iter__(self): yield from ATTENTIONS; yield from self.derived
     def __len__(self): return len(ATTENTIONS) + len(self.derived)
@@ -33,6 +35,17 @@ class VariantRegistry(Mapping):
         raise ValueError(f"unknown variant {name!r}; choose one of {list(self)}")
     def __contains__(self, name) -> bool: return name in self.derived or name in ATTENTIONS
     def add(self, variant: Variant): self.derived[variant.name] = variant
+
+    def role(self, name: str) -> str:
+        "What `name` is to the comparison: 'reference', 'subject', 'parameter-matched' (to the variant it `matches`), 'equal by construction' (its attention computes another's functions), or 'variant'."
+        v = self[name]
+        if name == self.reference: return 'reference'
+        if name == self.subject: return 'subject'
+        if v.matches: return 'parameter-matched'
+        if v.derive is None and ATTENTIONS[v.attention].same_function_as: return 'equal by construction'
+        return 'variant'
+
+    def with_role(self, role: str) -> list[str]: return [v for v in self if self.role(v) == role]
 
 VARIANTS = VariantRegistry()
 
@@ -54,12 +67,12 @@ def param_count(cfg: ModelConfig) -> int:
     "Parameters of the model for `cfg`, counted on the meta device (no memory, no time)."
     with torch.device('meta'): return num_params(SlotBasedVideoModel(cfg))
 
-def param_matched(cfg: ModelConfig, target: str = 'triple') -> ModelConfig:
-    "`cfg` with `standard` attention and MLPs widened so its parameters match `target` attention's (within 2%)."
-    goal = param_count(replace(cfg, attention=target))
+def param_matched(cfg: ModelConfig, target: str | None = None) -> ModelConfig:
+    "`cfg` with `standard` attention and MLPs widened so its parameters match `target` attention's (within 2%; default the registry's subject)."
+    goal = param_count(replace(cfg, attention=target or VARIANTS.subject))
     base = replace(cfg, attention='standard', mlp_hidden=None)
     h0 = base.hidden
     n0, n1 = param_count(replace(base, mlp_hidden=h0)), param_count(replace(base, mlp_hidden=h0 + 1))
     return replace(base, mlp_hidden=h0 + round((goal - n0) / (n1 - n0)))
 
-VARIANTS.add(Variant('standard_pm', 'standard', derive=param_matched, sets=('attention', 'mlp_hidden')))
+VARIANTS.add(Variant('standard_pm', 'standard', derive=param_matched, sets=('attention', 'mlp_hidden'), matches=VARIANTS.subject))
