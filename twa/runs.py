@@ -121,6 +121,7 @@ def train(plan: pd.DataFrame, root='runs', records=None, jobs: int | None = None
     table = states(plan, root, records)
     if (table.state == 'refused').any(): raise RunRefused(refusal(table))
     todo = sorted(table[table.state.isin(['missing', 'partial'])].to_dict('records'), key=training_flops, reverse=True)
+    versions = {imports: code_version(imports=imports) for imports in {run_of(r, root).imports for r in todo}}   # once, before the threads
 
     def one(row):
         d, cmd = Path(root) / row['name'], command(row, root)
@@ -129,7 +130,7 @@ def train(plan: pd.DataFrame, root='runs', records=None, jobs: int | None = None
         with open(d / 'train.log', 'a') as log:
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'OMP_NUM_THREADS': '1'}).returncode
         run = run_of(row, root)
-        state, why = folder_state(d, run_settings(run), code_version(imports=run.imports))
+        state, why = folder_state(d, run_settings(run), versions[run.imports])
         if state not in ('finished', 'diverged'):
             raise RuntimeError(f"{shlex.join(cmd)} exited with {code}, leaving the run {state}{': ' + why if why else ''}; the end of {d / 'train.log'}:\n" + (d / 'train.log').read_text()[-2000:])
         if state == 'diverged': say(f"{d} diverged: {why}")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #cf69722d
 from __future__ import annotations
-import ast, errno, hashlib, json, math, os, random, resource, shutil, signal, socket, subprocess, sys, time, warnings
+import ast, errno, hashlib, json, math, os, random, resource, shutil, signal, socket, subprocess, sys, threading, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,9 +20,9 @@ from .model import ModelConfig, SlotBasedVideoModel, num_params, count_flops, re
 from .metrics import video_metrics, summarize, baseline_metrics
 
 # %% auto #0
-__all__ = ['TRAINING_PATH', 'MAX_THREADS', 'CKPT_GLOB', 'PROGRESS', 'DETERMINISTIC_COLUMNS', 'lr_factor', 'StepSampler',
-           'atomic_write', 'disk_full', 'RunLock', 'dist_info', 'git', 'git_commit', 'training_path_files',
-           'source_digest', 'code_version', 'available_cores', 'default_threads', 'use_threads',
+__all__ = ['TRAINING_PATH', 'AST_LOCK', 'MAX_THREADS', 'CKPT_GLOB', 'PROGRESS', 'DETERMINISTIC_COLUMNS', 'lr_factor',
+           'StepSampler', 'atomic_write', 'disk_full', 'RunLock', 'dist_info', 'git', 'git_commit',
+           'training_path_files', 'source_digest', 'code_version', 'available_cores', 'default_threads', 'use_threads',
            'UnsafeCheckpointError', 'NotACheckpointError', 'rng_state', 'set_rng_state', 'load_checkpoint', 'Trainer',
            'run_dataset', 'run_settings', 'read_json', 'config_diff', 'json_safe', 'parent_command', 'resolve_progress',
            'duration', 'Progress', 'flat_settings', 'Terminated', 'stop_on_sigterm', 'same_log', 'load_trained']
@@ -132,12 +132,16 @@ def training_path_files(package: Path | None = None) -> list[Path]:
     here = Path(package or Path(twa.__file__).parent)
     return [here / f'{m}.py' for m in TRAINING_PATH] + sorted((here / 'csrc').glob('*.cpp'))
 
+AST_LOCK = threading.Lock()   # CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth mismatch"): the runner's threads share it
+
 def source_digest(files) -> str:
     "A digest of source files: Python by its syntax tree (comments do not count), anything else by its text."
     digest = hashlib.sha256()
     for f in files:
         text = Path(f).read_text()
-        digest.update(f"{Path(f).name}\0{ast.dump(ast.parse(text)) if Path(f).suffix == '.py' else text}\0".encode())
+        if Path(f).suffix == '.py':
+            with AST_LOCK: text = ast.dump(ast.parse(text))
+        digest.update(f"{Path(f).name}\0{text}\0".encode())
     return digest.hexdigest()
 
 def code_version(package: Path | None = None, imports: str = '') -> str:
