@@ -77,13 +77,13 @@ train: install
 	  echo "the run stopped: its notebook, with the whole traceback, is $$out (no report was replaced)" >&2; exit 1; fi
 
 ## Your own comparison, into a folder of your choosing (never reports/ unless you name it): every finished run RUNS matches
-## (globs, space-separated), each variant against REFERENCE, as OUT/compare.ipynb and .html, OUT/summary.csv, OUT/findings.md.
+## (globs, space-separated), each variant against REFERENCE (default: twa.variants.VARIANTS.reference), as OUT/compare.ipynb and .html, OUT/summary.csv, OUT/findings.md.
 ##   make compare RUNS='runs/*_cpu_s0' OUT=mine
 RUNS      ?= runs/*_$(PRESET)_s*
-REFERENCE ?= standard
+REFERENCE ?=
 compare: install
 	@[ -n "$(OUT)" ] || { echo "make compare needs OUT=<folder> for its notebook, HTML, summary and findings (reports/ is make reports')" >&2; exit 2; }; \
-	mkdir -p $(OUT) && $(PM) nbs/compare.ipynb $(OUT)/compare.ipynb -p runs_glob "$(RUNS)" -p reference $(REFERENCE) -p summary_csv $(OUT)/summary.csv \
+	mkdir -p $(OUT) && $(PM) nbs/compare.ipynb $(OUT)/compare.ipynb -p runs_glob "$(RUNS)" $(if $(REFERENCE),-p reference $(REFERENCE),) -p summary_csv $(OUT)/summary.csv \
 	  -p findings_md $(OUT)/findings.md -p made_by "make compare RUNS='$(RUNS)'" && \
 	$(HTML) $(OUT)/compare.ipynb --output-dir $(OUT) && echo "comparison: $(OUT)/compare.html, $(OUT)/summary.csv, $(OUT)/findings.md"
 
