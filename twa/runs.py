@@ -63,7 +63,8 @@ def states(plan: pd.DataFrame, root='runs', records=None) -> pd.DataFrame:
     versions, out = {}, []
     for row in plan.to_dict('records'):
         run = run_of(row, root)
-        want, now = run_settings(run), versions.setdefault(run.imports, code_version(imports=run.imports))
+        if run.imports not in versions: versions[run.imports] = code_version(imports=run.imports)   # once per set of imports, not per row
+        want, now = run_settings(run), versions[run.imports]
         places = [Path(root) / row['name']] + ([Path(records) / row['name']] if records else [])
         found = [(folder_state(d, want, now), d) for d in places]
         (state, why), d = min(found, key=lambda x: STATE_ORDER.index(x[0][0]))
